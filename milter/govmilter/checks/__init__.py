@@ -1,0 +1,1 @@
+"""The checks: each gets plain facts and returns Verdicts (see pipeline.py)."""

@@ -1,0 +1,279 @@
+"""The configuration: one frozen dataclass per TOML table, validated strictly.
+
+An unknown key, a wrong type or a bad value raises ConfigError naming the file,
+the table and the key, so an operator's typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file, table and key it concerns."""
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    # unix:/path or inet:port@host; the unix form is Postfix's chroot-safe place
+    socket: str = "unix:/var/spool/postfix/govmilter/govmilter.sock"
+    socket_mode: str = "0660"  # unix socket permissions: Postfix's group only
+    name: str = "govmilter"
+    timeout: int = 600  # seconds libmilter waits for the MTA
+    spool_dir: str = "/var/spool/govmilter"
+    spool_threshold: int = 262144  # bytes kept in memory before the body goes to disk
+
+
+@dataclass(frozen=True)
+class DomainsConfig:
+    local: tuple[str, ...] = ("bacninh.gov.vn",)
+    # each name and everything under it is a government domain
+    government: tuple[str, ...] = ("gov.vn",)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    trusted_relays: tuple[str, ...] = ("127.0.0.1/32", "10.0.0.0/8")
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    dir: str = "rules"
+    reload_interval: float = 2.0  # seconds between checks of the rule directory
+
+
+@dataclass(frozen=True)
+class ForwardingConfig:
+    enabled: bool = True
+    reply_code: str = "550"
+    reply_enhanced: str = "5.7.520"
+    reply_text: str = (
+        "Chuyen tiep tu dong ra ngoai he thong thu cong vu bi cam (QD 06/2022 Dieu 8.5)"
+        " - automatic forwarding to non-government domains is not allowed"
+    )
+    reply_text_inbound: str = (
+        "Chuyen tiep tu dong tu hop thu ngoai nha nuoc vao hop thu cong vu bi cam"
+        " (QD 06/2022 Dieu 8.5) - automatic forwarding from non-government mailboxes is not allowed"
+    )
+    memory_ttl: int = 604800  # seconds an inbound Message-ID is remembered (7 days)
+    memory_max_entries: int = 200000  # bound of the in-process memory
+    redis_url: str = ""  # redis://127.0.0.1:6379/0 to share the memory between nodes
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    enabled: bool = True
+    attachment_limit: int = 20971520  # 20 MiB of decoded attachment bytes (Dieu 5.1)
+    raw_ceiling: int = 0  # 0 = derived from attachment_limit (base64 4/3 + line breaks + headers)
+    parse_error_action: str = "accept"  # accept | tempfail | reject: a MIME walk that failed
+
+
+@dataclass(frozen=True)
+class AttachmentsConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class AntivirusConfig:
+    enabled: bool = True
+    # unix:/path or tcp:host:port, tried in order (strategy "ordered") or spread ("spread")
+    clamd: tuple[str, ...] = ("unix:/var/run/clamav/clamd.ctl",)
+    strategy: str = "ordered"
+    connect_timeout: float = 2.0
+    scan_timeout: float = 30.0
+    on_failure_inbound: str = "tempfail"  # tempfail | accept | reject
+    on_failure_outbound: str = "tempfail"
+    on_size_limit: str = "tempfail"  # clamd's "INSTREAM size limit exceeded"
+    breaker_failures: int = 3  # consecutive failures that open an address's circuit
+    breaker_cooldown: float = 10.0  # seconds before an open circuit is tried again
+
+
+@dataclass(frozen=True)
+class DnsblConfig:
+    enabled: bool = True
+    # zones, return codes and weights are in the rule files (kind = "dnsbl")
+    resolver: str = "127.0.0.1"
+    resolver_port: int = 53
+    budget: float = 2.0  # total seconds all lookups of one message may take
+
+
+@dataclass(frozen=True)
+class ContentConfig:
+    enabled: bool = True
+    tag_threshold: float = 5.0  # score at which X-Spam-Flag: YES is added
+    reject_threshold: float = 10.0  # score at which the message is refused
+    reply_code: str = "550"
+    reply_enhanced: str = "5.7.1"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9101"  # "" disables the HTTP endpoint
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    domains: DomainsConfig = field(default_factory=DomainsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    forwarding: ForwardingConfig = field(default_factory=ForwardingConfig)
+    size: SizeConfig = field(default_factory=SizeConfig)
+    attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
+    antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
+    dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"  # the file it came from, for messages
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("size", "parse_error_action"): ("accept", "tempfail", "reject"),
+    ("antivirus", "strategy"): ("ordered", "spread"),
+    ("antivirus", "on_failure_inbound"): ("tempfail", "accept", "reject"),
+    ("antivirus", "on_failure_outbound"): ("tempfail", "accept", "reject"),
+    ("antivirus", "on_size_limit"): ("tempfail", "accept", "reject"),
+    ("log", "level"): ("debug", "info", "warning", "error"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read a TOML file (or the defaults when path is None) and apply `table.key=value` overrides."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                raw = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(raw, source)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    name, sep, text = item.partition("=")
+    table, dot, key = name.strip().partition(".")
+    if not sep or not dot or not table or not key:
+        raise ConfigError(f"--set {item!r}: expected table.key=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word is a string
+    raw.setdefault(table, {})
+    if not isinstance(raw[table], dict):
+        raise ConfigError(f"--set {item!r}: [{table}] is not a table")
+    raw[table][key] = value
+
+
+def _build(raw: dict[str, Any], source: str) -> Config:
+    tables: dict[str, Any] = {}
+    config_fields = {f.name: f for f in dataclasses.fields(Config) if f.name != "source"}
+    for table, values in raw.items():
+        if table not in config_fields:
+            raise ConfigError(f"{source}: unknown table [{table}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{table}] must be a table")
+        cls = typing.get_type_hints(Config)[table]
+        tables[table] = _build_table(cls, table, values, source)
+    config = Config(**tables, source=source)
+    _validate(config)
+    return config
+
+
+def _build_table(cls: type, table: str, values: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: [{table}] unknown key '{key}'")
+        kwargs[key] = _coerce(hints[key], value, f"{source}: [{table}] {key}")
+        choices = _CHOICES.get((table, key))
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(f"{source}: [{table}] {key} = {value!r}: expected one of {', '.join(choices)}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _validate(config: Config) -> None:
+    src = config.source
+    for relay in config.network.trusted_relays:
+        try:
+            ipaddress.ip_network(relay, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{src}: [network] trusted_relays: {relay!r} is not a network") from exc
+    socket = config.milter.socket
+    if not (socket.startswith("unix:") or socket.startswith("inet:") or socket.startswith("inet6:")):
+        raise ConfigError(f"{src}: [milter] socket = {socket!r}: expected unix:PATH or inet:PORT@HOST")
+    try:
+        int(config.milter.socket_mode, 8)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: [milter] socket_mode = {config.milter.socket_mode!r}: expected octal") from exc
+    for address in config.antivirus.clamd:
+        if not (address.startswith("unix:") or address.startswith("tcp:")):
+            raise ConfigError(f"{src}: [antivirus] clamd: {address!r}: expected unix:PATH or tcp:HOST:PORT")
+    if config.size.attachment_limit <= 0:
+        raise ConfigError(f"{src}: [size] attachment_limit must be positive")
+    if config.content.reject_threshold < config.content.tag_threshold:
+        raise ConfigError(f"{src}: [content] reject_threshold must not be below tag_threshold")
+    if config.metrics.listen:
+        host, sep, port = config.metrics.listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ConfigError(f"{src}: [metrics] listen = {config.metrics.listen!r}: expected HOST:PORT")
+
+
+def summary(config: Config) -> str:
+    """A short human summary for `config check`."""
+    return "\n".join(
+        [
+            f"config {config.source}: OK",
+            f"  milter socket    {config.milter.socket}",
+            f"  local domains    {', '.join(config.domains.local)}",
+            f"  government       {', '.join(config.domains.government)}",
+            f"  trusted relays   {', '.join(config.network.trusted_relays)}",
+            f"  rules directory  {config.rules.dir}",
+            f"  clamd            {', '.join(config.antivirus.clamd)}",
+            f"  DNS resolver     {config.dnsbl.resolver}:{config.dnsbl.resolver_port}",
+            f"  attachment cap   {config.size.attachment_limit} bytes",
+            f"  metrics          {config.metrics.listen or 'off'}",
+        ]
+    )

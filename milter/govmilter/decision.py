@@ -1,0 +1,65 @@
+"""The final decision of a message: its verdict, its added headers, its log line.
+
+Shared by the daemon (adapter.py) and `govmilter scan`, so both say the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from govmilter import __version__
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Mode, Transaction, Verdict
+
+log = logging.getLogger("govmilter.decision")
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean(value: str, limit: int = 200) -> str:
+    """Make a value from the wire safe for one log line: no control characters, bounded."""
+    value = _UNSAFE.sub("?", value)
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def accept_verdict(tx: Transaction) -> Verdict:
+    """The accept verdict at end of message, carrying every header the hits asked for."""
+    headers: list[tuple[str, str]] = [("X-Govmilter", f"govmilter {__version__}; ruleset={tx.ruleset.version}")]
+    for hit in tx.hits:
+        headers.extend(hit.headers)
+        if hit.mode is Mode.MONITOR and hit.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCARD):
+            headers.append(("X-Govmilter-Monitor", f"check={hit.check} rule={hit.rule} would={hit.action.value}"))
+    return Verdict(Action.ACCEPT, "", headers=tuple(headers))
+
+
+def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float | None = None) -> None:
+    """Count the decision and write its one log line."""
+    metrics.messages.labels(action=verdict.action.value, check=verdict.check or "none").inc()
+    if elapsed is not None:
+        metrics.message_duration.observe(elapsed)
+    metrics.message_size.observe(tx.raw_size)
+    log.info(log_line(tx, verdict, elapsed))
+
+
+def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> str:
+    env = tx.envelope
+    monitored = ",".join(f"{h.check}/{h.rule}" for h in tx.hits if h.mode is Mode.MONITOR and h.rule)
+    fields = [
+        f"queue_id={clean(env.queue_id) or '-'}",
+        f"client={clean(env.client_ip) or '-'}",
+        f"auth={'yes' if env.auth_user else 'no'}",
+        f"from=<{clean(env.mail_from)}>",
+        f"rcpts={clean(','.join(env.rcpts), 400)}",
+        f"action={verdict.action.value}",
+        f"check={verdict.check or '-'}",
+        f"rule={clean(verdict.rule) or '-'}",
+        f"reply=\"{clean(verdict.smtp_reply()).replace(chr(34), chr(39))}\"",
+        f"ruleset={tx.ruleset.version}",
+        f"size={tx.raw_size}",
+    ]
+    if monitored:
+        fields.append(f"monitor={clean(monitored)}")
+    if elapsed is not None:
+        fields.append(f"ms={elapsed * 1000:.1f}")
+    return " ".join(fields)

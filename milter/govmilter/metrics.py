@@ -1,0 +1,129 @@
+"""Every Prometheus metric govmilter exports, defined in one place.
+
+Labels are bounded: check names, rule ids from rule files, zones and clamd
+addresses from the configuration, never addresses or text from the wire.
+The registry is injectable so tests and `govmilter scan` use a private one.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1024, 10240, 102400, 1048576, 5242880, 10485760, 20971520, 31457280, 52428800, 104857600)
+SCORE_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 50.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        # traffic and decisions
+        self.messages = Counter(
+            "govmilter_messages_total",
+            "Messages decided, by final action and the check that decided (none when accepted)",
+            ["action", "check"],
+            registry=r,
+        )
+        self.rule_hits = Counter(
+            "govmilter_rule_hits_total",
+            "Findings of each check and rule, by mode (enforce or monitor)",
+            ["check", "rule", "mode"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "govmilter_internal_errors_total",
+            "Exceptions caught inside the milter (answered 451 4.3.0), by check or stage",
+            ["where"],
+            registry=r,
+        )
+        self.connections_in_flight = Gauge(
+            "govmilter_connections_in_flight", "SMTP connections the milter is serving now", registry=r
+        )
+
+        # time
+        self.check_duration = Histogram(
+            "govmilter_check_duration_seconds",
+            "Time spent in each check, per call",
+            ["check"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.message_duration = Histogram(
+            "govmilter_message_duration_seconds",
+            "Milter time per message: all callbacks from MAIL FROM to the final reply",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+        # sizes
+        self.message_size = Histogram(
+            "govmilter_message_size_bytes", "Raw size of messages seen", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.attachment_size = Histogram(
+            "govmilter_attachment_bytes",
+            "Decoded attachment bytes per message",
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.mime_defects = Counter(
+            "govmilter_mime_defects_total", "Problems found by the MIME walk, by kind", ["defect"], registry=r
+        )
+
+        # forwarding
+        self.forwards = Counter(
+            "govmilter_forwarding_detected_total",
+            "Automatic forwards detected, by direction, trace and action",
+            ["direction", "trace", "action"],
+            registry=r,
+        )
+
+        # antivirus
+        self.scans = Counter(
+            "govmilter_antivirus_scans_total", "clamd scans by result", ["result"], registry=r
+        )
+        self.scan_duration = Histogram(
+            "govmilter_antivirus_scan_duration_seconds",
+            "Time of one clamd scan",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.clamd_up = Gauge(
+            "govmilter_clamd_up", "1 when the clamd address answered its last use, 0 when not", ["address"], registry=r
+        )
+        self.signatures = Counter(
+            "govmilter_antivirus_signatures_total", "Viruses found, by signature", ["signature"], registry=r
+        )
+
+        # spam: DNS and content rules
+        self.dns_lookups = Counter(
+            "govmilter_dns_lookups_total",
+            "DNS blocklist lookups, by zone and result (listed, clean, timeout, error, cached)",
+            ["zone", "result"],
+            registry=r,
+        )
+        self.spam_score = Histogram(
+            "govmilter_spam_score", "Content score per scored message", buckets=SCORE_BUCKETS, registry=r
+        )
+
+        # rules
+        self.ruleset_info = Gauge(
+            "govmilter_ruleset_info", "The active rule-set version (value 1)", ["version"], registry=r
+        )
+        self.rule_reloads = Counter(
+            "govmilter_rule_reloads_total", "Rule reloads by outcome (reloaded, failed)", ["outcome"], registry=r
+        )
+
+        self.build_info = Gauge(
+            "govmilter_build_info", "Version information (value 1)", ["version", "python"], registry=r
+        )
+
+    def set_build_info(self, version: str) -> None:
+        self.build_info.labels(version=version, python=platform.python_version()).set(1)
+
+    def set_ruleset(self, version: str) -> None:
+        self.ruleset_info.clear()
+        self.ruleset_info.labels(version=version).set(1)

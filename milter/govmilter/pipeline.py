@@ -1,0 +1,119 @@
+"""The ordered table of checks and the loop that runs them at each stage.
+
+A check is an object with a `name`, the `stages` it runs at and a
+`run(stage, tx) -> Sequence[Verdict]` method; it may also have
+`accepted(tx)`, called once the message is accepted (the forwarding memory
+uses it). An exception inside a check becomes that check's 451 verdict: our
+own bug never accepts and never answers 5xx.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.model import Stage, Transaction, Verdict, tempfail
+from govmilter.rules import Compiler
+
+log = logging.getLogger("govmilter.pipeline")
+
+
+class Check(Protocol):
+    name: str
+    stages: frozenset[Stage]
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]: ...
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    module: str  # exposes build(config, metrics) -> Check; optionally RULE_KIND and compile_rules
+
+
+# The order in which checks run within a stage. Cheap, decisive checks first.
+CHECK_TABLE: tuple[CheckSpec, ...] = (
+    CheckSpec("size", "govmilter.checks.size"),
+)
+
+CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
+
+
+def rule_compilers() -> dict[str, Compiler]:
+    """Each check module that owns a kind of rule file contributes its compiler."""
+    compilers: dict[str, Compiler] = {}
+    for spec in CHECK_TABLE:
+        module = importlib.import_module(spec.module)
+        kind = getattr(module, "RULE_KIND", None)
+        if kind:
+            compilers[kind] = module.compile_rules
+    return compilers
+
+
+def build_checks(config: Config, metrics: Metrics, skip: Iterable[str] = ()) -> list[Check]:
+    skipped = set(skip)
+    unknown = skipped - set(CHECK_NAMES)
+    if unknown:
+        raise ValueError(f"unknown check(s): {', '.join(sorted(unknown))}; known: {', '.join(CHECK_NAMES)}")
+    checks: list[Check] = []
+    for spec in CHECK_TABLE:
+        if spec.name in skipped or not getattr(config, spec.name).enabled:
+            continue
+        checks.append(importlib.import_module(spec.module).build(config, metrics))
+    return checks
+
+
+class Pipeline:
+    def __init__(self, checks: Sequence[Check], metrics: Metrics):
+        self.checks = tuple(checks)
+        self.metrics = metrics
+        self._by_stage: Mapping[Stage, tuple[Check, ...]] = {
+            stage: tuple(c for c in self.checks if stage in c.stages) for stage in Stage
+        }
+        self._durations = {c.name: metrics.check_duration.labels(check=c.name) for c in self.checks}
+
+    def needs(self, stage: Stage) -> bool:
+        """Whether any check runs at this stage (the adapter negotiates the rest away)."""
+        return bool(self._by_stage[stage])
+
+    def run(self, stage: Stage, tx: Transaction) -> Verdict | None:
+        """Run the checks of one stage; return the first enforced refusal, else None."""
+        durations: dict[str, float] = tx.scratch.setdefault("durations", {})
+        for check in self._by_stage[stage]:
+            started = time.perf_counter()
+            try:
+                found = check.run(stage, tx)
+            except Exception as exc:
+                log.exception("check=%s stage=%s raised", check.name, stage.value)
+                self.metrics.internal_errors.labels(where=check.name).inc()
+                found = [tempfail(check.name, f"internal error in {check.name}: {type(exc).__name__}")]
+            elapsed = time.perf_counter() - started
+            durations[check.name] = durations.get(check.name, 0.0) + elapsed
+            self._durations[check.name].observe(elapsed)
+            for verdict in found:
+                tx.hits.append(verdict)
+                if verdict.rule:
+                    self.metrics.rule_hits.labels(
+                        check=verdict.check, rule=verdict.rule, mode=verdict.mode.value
+                    ).inc()
+                if verdict.refuses:
+                    return verdict
+        return None
+
+    def accepted(self, tx: Transaction) -> None:
+        """Tell the checks that care that this message was accepted."""
+        for check in self.checks:
+            hook: Any = getattr(check, "accepted", None)
+            if hook is None:
+                continue
+            try:
+                hook(tx)
+            except Exception:
+                log.exception("check=%s accepted-hook raised", check.name)
+                self.metrics.internal_errors.labels(where=check.name).inc()
