@@ -1,0 +1,135 @@
+"""Run the daemon's pipeline on a stored message: `govmilter scan` and the tests.
+
+The stages run in the order Postfix would drive them, on the same checks and
+rule set, so an officer sees exactly what the gateway would answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from govmilter import decision
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.mime import walk
+from govmilter.model import Envelope, Stage, Transaction, Verdict
+from govmilter.pipeline import Pipeline
+from govmilter.rules import RuleSet
+from govmilter.spool import Spool, raw_message, read_message_file
+
+
+def is_trusted(client_ip: str, trusted_relays: Iterable[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in trusted_relays)
+
+
+@dataclass
+class ScanResult:
+    verdict: Verdict
+    tx: Transaction
+    stage: Stage  # where the transaction ended
+    durations_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "action": self.verdict.action.value,
+            "smtp_reply": self.verdict.smtp_reply(),
+            "stage": self.stage.value,
+            "ruleset": self.tx.ruleset.version,
+            "hits": [
+                {
+                    "check": hit.check,
+                    "rule": hit.rule,
+                    "mode": hit.mode.value,
+                    "action": hit.action.value,
+                    "score": hit.score,
+                    "reason": hit.reason or hit.text,
+                }
+                for hit in self.tx.hits
+            ],
+            "add_headers": [list(h) for h in self.verdict.headers],
+            "duration_ms": self.durations_ms,
+        }
+
+
+def scan_message(
+    pipeline: Pipeline,
+    ruleset: RuleSet,
+    config: Config,
+    stream: BinaryIO,
+    *,
+    mail_from: str,
+    rcpts: Sequence[str],
+    client_ip: str = "127.0.0.1",
+    helo: str = "localhost",
+    auth_user: str = "",
+    queue_id: str = "SCAN",
+    mail_params: dict[str, str] | None = None,
+    metrics: Metrics | None = None,
+) -> ScanResult:
+    """Drive every stage of the pipeline over one message, as the daemon would."""
+    envelope = Envelope(
+        client_ip=client_ip,
+        helo=helo,
+        mail_from=mail_from.strip("<>"),
+        auth_user=auth_user,
+        queue_id=queue_id,
+        mail_params={k.upper(): v for k, v in (mail_params or {}).items()},
+        trusted_relay=is_trusted(client_ip, config.network.trusted_relays),
+    )
+    headers, body = read_message_file(stream)
+    spool = Spool(None, config.milter.spool_threshold)
+    tx = Transaction(envelope=envelope, ruleset=ruleset)
+    tx.raw_loader = lambda: raw_message(tx.headers, spool)
+    tx.facts_loader = lambda: walk(tx.raw_chunks())
+    started = time.perf_counter()
+    try:
+        verdict, stage = _drive(pipeline, tx, headers, body, spool, rcpts)
+        if verdict is None:
+            verdict = decision.accept_verdict(tx)
+            pipeline.accepted(tx)
+        if metrics is not None:
+            decision.record(tx, verdict, metrics, time.perf_counter() - started)
+    finally:
+        spool.close()
+    durations = {name: round(sec * 1000, 3) for name, sec in tx.scratch.get("durations", {}).items()}
+    return ScanResult(verdict, tx, stage, durations)
+
+
+def _drive(
+    pipeline: Pipeline,
+    tx: Transaction,
+    headers: list[tuple[str, str]],
+    body: Iterable[bytes],
+    spool: Spool,
+    rcpts: Sequence[str],
+) -> tuple[Verdict | None, Stage]:
+    for stage in (Stage.CONNECT, Stage.MAIL):
+        verdict = pipeline.run(stage, tx)
+        if verdict:
+            return verdict, stage
+    for rcpt in rcpts:
+        tx.envelope.rcpts.append(rcpt.strip("<>"))
+        verdict = pipeline.run(Stage.RCPT, tx)
+        if verdict:
+            return verdict, Stage.RCPT
+    for name, value in headers:
+        tx.headers.append((name, value))
+        tx.header_bytes += len(name) + len(value) + 4
+    verdict = pipeline.run(Stage.HEADERS, tx)
+    if verdict:
+        return verdict, Stage.HEADERS
+    for chunk in body:
+        spool.write(chunk)
+        tx.body_bytes += len(chunk)
+        verdict = pipeline.run(Stage.BODY, tx)
+        if verdict:
+            return verdict, Stage.BODY
+    return pipeline.run(Stage.EOM, tx), Stage.EOM
