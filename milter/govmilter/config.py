@@ -24,6 +24,7 @@ class MilterConfig:
     # unix:/path or inet:port@host; the unix form is Postfix's chroot-safe place
     socket: str = "unix:/var/spool/postfix/govmilter/govmilter.sock"
     socket_mode: str = "0660"  # unix socket permissions: Postfix's group only
+    socket_group: str = "postfix"  # group given the unix socket ("" leaves it alone)
     name: str = "govmilter"
     timeout: int = 600  # seconds libmilter waits for the MTA
     spool_dir: str = "/var/spool/govmilter"

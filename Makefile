@@ -1,0 +1,46 @@
+# govmilter: `make run` and `make test` set up everything they need on a fresh Debian machine.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBS := $(VENV)/.debs
+
+.PHONY: deps run test unit e2e lint bench bench-memory soak clean
+
+deps: $(DEBS) $(STAMP)
+
+$(DEBS): lab/install-deps.sh
+	bash lab/install-deps.sh
+	mkdir -p $(VENV) && touch $@
+
+$(STAMP): pyproject.toml $(DEBS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: deps
+	$(BIN)/python lab/stack.py up
+
+test: deps lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: deps
+	$(BIN)/python -m pytest -q -m 'not e2e'
+
+e2e: deps
+	$(BIN)/python -m pytest -q -m e2e
+
+lint: deps
+	$(BIN)/ruff check milter tests lab
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/throughput.py
+
+soak: deps
+	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+clean:
+	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache

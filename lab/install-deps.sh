@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages govmilter, its tests and its loopback stack need, if missing.
+set -euo pipefail
+
+packages=(
+  postfix              # the gateway under test (a private instance; /etc/postfix is left alone)
+  clamav-daemon        # clamd
+  clamav-testfiles     # test viruses for the antivirus tests
+  clamav-milter        # the peer measured by make bench
+  dnsmasq-base         # the DNS blocklist test zone
+  libmilter-dev        # pymilter compiles against libmilter
+  libmagic1            # python-magic
+  swaks                # the README's test message
+  redis-server         # the shared forwarding memory between gateway nodes
+  prometheus           # promtool checks the alerting rules
+  systemd              # systemd-analyze checks the service unit
+  python3-venv
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Postfix must not configure the machine's own mail system: tests run a private instance
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,165 @@
+"""Command line: run | scan | rules check | config check | version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from govmilter import __version__
+from govmilter.config import Config, ConfigError, load_config, summary
+from govmilter.metrics import Metrics
+from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers
+from govmilter.rules import RuleErrors, load_ruleset
+
+DEFAULT_CONFIG = "/etc/govmilter/govmilter.toml"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"TOML file (default: $GOVMILTER_CONFIG, else {DEFAULT_CONFIG} if present)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override one value (repeatable)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="govmilter", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the milter daemon in the foreground")
+    _common(run)
+    run.add_argument("--skip", action="append", default=[], choices=CHECK_NAMES, help="leave a check out")
+
+    scan = commands.add_parser("scan", help="run the daemon's checks on a message file and print JSON")
+    _common(scan)
+    scan.add_argument("--skip", action="append", default=[], choices=CHECK_NAMES, help="leave a check out")
+    scan.add_argument("--client-ip", default="127.0.0.1")
+    scan.add_argument("--helo", default="localhost")
+    scan.add_argument("--auth", default="", metavar="USER", help="the SMTP AUTH user ({auth_authen})")
+    scan.add_argument("--size", type=int, metavar="BYTES", help="declare SIZE= at MAIL FROM")
+    scan.add_argument("--mail-from", required=True, help="envelope sender; '' is the null sender")
+    scan.add_argument("--rcpt", action="append", required=True, help="envelope recipient (repeatable)")
+    scan.add_argument("file", help="message file, or - for standard input")
+
+    rules = commands.add_parser("rules", help="rule files")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True)
+    rules_check = rules_commands.add_parser("check", help="validate the rule files; non-zero exit on any error")
+    _common(rules_check)
+    rules_check.add_argument("dir", nargs="?", help="rule directory (default: [rules] dir of the config)")
+
+    config = commands.add_parser("config", help="configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    _common(config_commands.add_parser("check", help="validate the configuration"))
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("GOVMILTER_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return load_config(path, args.set)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from govmilter import adapter, httpd
+    from govmilter.runtime import Runtime
+
+    config = _load(args)
+    _setup_logging(config.log.level)
+    runtime = Runtime(config, skip=args.skip)
+    runtime.prepare_unix_socket()
+    runtime.rules.start_watching(config.rules.reload_interval)
+    if config.metrics.listen:
+        httpd.start(config.metrics.listen, runtime.metrics.registry, runtime.health)
+    adapter.serve(runtime)
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from govmilter.scan import scan_message
+
+    config = _load(args)
+    _setup_logging("warning")
+    metrics = Metrics()
+    ruleset = load_ruleset(config.rules.dir, rule_compilers())
+    pipeline = Pipeline(build_checks(config, metrics, args.skip), metrics)
+    params = {"SIZE": str(args.size)} if args.size is not None else {}
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    try:
+        result = scan_message(
+            pipeline,
+            ruleset,
+            config,
+            stream,
+            mail_from=args.mail_from,
+            rcpts=args.rcpt,
+            client_ip=args.client_ip,
+            helo=args.helo,
+            auth_user=args.auth,
+            mail_params=params,
+        )
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    directory = args.dir or _load(args).rules.dir
+    ruleset = load_ruleset(directory, rule_compilers())
+    kinds = ", ".join(sorted(ruleset.compiled))
+    print(f"rules {directory}: OK, version {ruleset.version} ({kinds})")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    print(summary(_load(args)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "scan":
+            return cmd_scan(args)
+        if args.command == "rules":
+            return cmd_rules_check(args)
+        if args.command == "config":
+            return cmd_config_check(args)
+        print(f"govmilter {__version__}")
+        return 0
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuleErrors as exc:
+        print(f"rule errors:\n{exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

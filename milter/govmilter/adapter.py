@@ -1,0 +1,297 @@
+"""The only module that speaks the milter protocol (pymilter).
+
+Callbacks become an Envelope, headers and a spooled body; the pipeline runs at
+each stage; a Verdict becomes setreply + a return code. Any exception answers
+451 4.3.0: the sender retries and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import Milter
+import milter as libmilter
+
+from govmilter import decision
+from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
+from govmilter.runtime import Runtime
+from govmilter.scan import is_trusted
+from govmilter.spool import Spool, raw_message
+
+log = logging.getLogger("govmilter.adapter")
+
+MAX_HEADERS = 2000  # beyond this a message is hostile; we keep counting but stop storing
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+
+_RETURN_CODES = {
+    Action.REJECT: Milter.REJECT,
+    Action.TEMPFAIL: Milter.TEMPFAIL,
+    Action.DISCARD: Milter.DISCARD,
+    Action.ACCEPT: Milter.ACCEPT,
+}
+
+
+def _reply_text(text: str) -> str:
+    # libmilter silently drops a reply with a lone '%'; CR/LF would break the reply line
+    return "".join(c if " " <= c < "\x7f" and c != "%" else " " for c in text)
+
+
+def guarded(where: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Turn any exception in a callback into 451 4.3.0, logged with its traceback and counted."""
+
+    def wrap(func: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(func)
+        def wrapper(self: GovMilter, *args: Any) -> int:
+            try:
+                return func(self, *args)
+            except Exception as exc:
+                return self._internal_error(where, exc)
+
+        return wrapper
+
+    return wrap
+
+
+class GovMilter(Milter.Base):  # type: ignore[misc]
+    """One SMTP connection from Postfix."""
+
+    def __init__(self, runtime: Runtime):
+        self.rt = runtime
+        self.client_ip = ""
+        self.client_host = ""
+        self.helo_name = ""
+        self.tx: Transaction | None = None
+        self.spool: Spool | None = None
+        self.started = 0.0
+        self.failure: Verdict | None = None  # an error in a no-reply callback, answered at the next reply
+        self.in_flight = False
+
+    # connection ------------------------------------------------------------
+
+    @Milter.noreply
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        try:
+            self.rt.metrics.connections_in_flight.inc()
+            self.in_flight = True
+            self.client_host = hostname or ""
+            if isinstance(hostaddr, tuple) and hostaddr:
+                self.client_ip = str(hostaddr[0])
+        except Exception as exc:
+            self._remember_failure("connect", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def hello(self, heloname: str) -> int:
+        self.helo_name = heloname or ""
+        return Milter.CONTINUE
+
+    # message ----------------------------------------------------------------
+
+    @guarded("mail")
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._end_message()
+        self.failure = None
+        self.started = time.perf_counter()
+        envelope = Envelope(
+            client_ip=self.client_ip,
+            client_host=self.client_host,
+            helo=self.helo_name,
+            mail_from=mailfrom.strip().removeprefix("<").removesuffix(">"),
+            mail_params=_esmtp_params(params),
+            auth_user=self.getsymval("{auth_authen}") or "",
+            queue_id=self.getsymval("i") or "",
+            trusted_relay=is_trusted(self.client_ip, self.rt.config.network.trusted_relays),
+        )
+        tx = Transaction(envelope=envelope, ruleset=self.rt.rules.current())
+        tx.raw_loader = functools.partial(self._raw_chunks, tx)
+        tx.facts_loader = functools.partial(self.rt.walk, tx)
+        self.tx = tx
+        return self._stage(Stage.MAIL)
+
+    @Milter.noreply
+    def envrcpt(self, to: str, *params: str) -> int:
+        try:
+            if self.tx is not None:
+                self.tx.envelope.rcpts.append(to.strip().removeprefix("<").removesuffix(">"))
+        except Exception as exc:
+            self._remember_failure("rcpt", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def header(self, name: str, value: str) -> int:
+        try:
+            tx = self.tx
+            if tx is not None:
+                tx.header_bytes += len(name) + len(value) + 4
+                if len(tx.headers) < MAX_HEADERS and tx.header_bytes <= MAX_HEADER_BYTES:
+                    tx.headers.append((name, value))
+                else:
+                    tx.scratch["headers_truncated"] = True
+        except Exception as exc:
+            self._remember_failure("header", exc)
+        return Milter.CONTINUE
+
+    @guarded("headers")
+    def eoh(self) -> int:
+        if self.tx is not None and self.tx.envelope.queue_id == "":
+            self.tx.envelope.queue_id = self.getsymval("i") or ""
+        return self._stage(Stage.HEADERS)
+
+    @guarded("body")
+    def body(self, chunk: bytes) -> int:
+        if self.failure is not None:
+            return self._answer(self.failure)
+        if self.tx is None:
+            return Milter.CONTINUE
+        if self.spool is None:
+            self.spool = Spool(self.rt.config.milter.spool_dir, self.rt.config.milter.spool_threshold)
+        self.spool.write(chunk)
+        self.tx.body_bytes += len(chunk)
+        return self._stage(Stage.BODY)
+
+    @guarded("eom")
+    def eom(self) -> int:
+        tx = self.tx
+        if self.failure is not None or tx is None:
+            return self._answer(self.failure or tempfail("adapter", "end of message without a transaction"))
+        if not tx.envelope.queue_id:
+            tx.envelope.queue_id = self.getsymval("i") or ""
+        verdict = self.rt.pipeline.run(Stage.EOM, tx)
+        if verdict is None:
+            verdict = decision.accept_verdict(tx)
+            for name, value in verdict.headers:
+                self.addheader(name, _reply_text(value))
+            self.rt.pipeline.accepted(tx)
+        return self._answer(verdict)
+
+    def abort(self) -> int:
+        self._end_message()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self._end_message()
+        if self.in_flight:
+            self.rt.metrics.connections_in_flight.dec()
+            self.in_flight = False
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def data(self) -> int:
+        return Milter.CONTINUE
+
+    @Milter.nocallback
+    def unknown(self, cmd: str) -> int:
+        return Milter.CONTINUE
+
+    # helpers ----------------------------------------------------------------
+
+    def _stage(self, stage: Stage) -> int:
+        if self.failure is not None:
+            return self._answer(self.failure)
+        if self.tx is None:
+            return Milter.CONTINUE
+        verdict = self.rt.pipeline.run(stage, self.tx)
+        return Milter.CONTINUE if verdict is None else self._answer(verdict)
+
+    def _answer(self, verdict: Verdict) -> int:
+        """Reply to Postfix, log and count the decision, and end the message."""
+        if verdict.action in (Action.REJECT, Action.TEMPFAIL) and verdict.code:
+            self.setreply(verdict.code, verdict.enhanced or None, _reply_text(verdict.text))
+        if self.tx is not None:
+            elapsed = time.perf_counter() - self.started if self.started else None
+            decision.record(self.tx, verdict, self.rt.metrics, elapsed)
+        self._end_message()
+        return _RETURN_CODES.get(verdict.action, Milter.TEMPFAIL)
+
+    def _raw_chunks(self, tx: Transaction) -> Any:
+        return raw_message(tx.headers, self.spool)
+
+    def _remember_failure(self, where: str, exc: Exception) -> None:
+        log.error("internal error in %s: %s", where, "".join(traceback.format_exception(exc)).strip())
+        self.rt.metrics.internal_errors.labels(where=where).inc()
+        self.failure = tempfail("adapter", f"internal error in {where}: {type(exc).__name__}")
+
+    def _internal_error(self, where: str, exc: Exception) -> int:
+        self._remember_failure(where, exc)
+        failure = self.failure or tempfail("adapter", where)
+        try:
+            return self._answer(failure)
+        except Exception:  # even the reply failed: libmilter's own tempfail
+            log.exception("could not answer after an internal error")
+            return Milter.TEMPFAIL
+
+    def _end_message(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        self.tx = None
+        self.started = 0.0
+
+
+def _esmtp_params(params: tuple[str, ...]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        result[key.upper()] = value
+    return result
+
+
+def _set_nodelay_on_listener(port: int) -> None:
+    """TCP_NODELAY on the listening socket is inherited by every accepted socket (ARCHITECTURE.md)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if (
+                sock.family in (socket.AF_INET, socket.AF_INET6)
+                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                and sock.getsockname()[1] == port
+            ):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                log.info("TCP_NODELAY set on the milter listening socket (port %d)", port)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+
+
+def _inet_port(conn: str) -> int | None:
+    if not conn.startswith(("inet:", "inet6:")):
+        return None
+    port = conn.split(":", 1)[1].split("@", 1)[0]
+    return int(port) if port.isdigit() else None
+
+
+def serve(runtime: Runtime) -> None:
+    """Run the milter until libmilter stops (SIGTERM/SIGINT)."""
+    conn = runtime.config.milter.socket
+    Milter.factory = functools.partial(GovMilter, runtime)
+    Milter.set_flags(Milter.ADDHDRS)
+    opensocket = libmilter.opensocket
+    port = _inet_port(conn)
+
+    def open_then_tune(rmsock: bool) -> Any:
+        result = opensocket(rmsock)
+        if port is not None:
+            _set_nodelay_on_listener(port)
+        elif conn.startswith("unix:"):
+            runtime.secure_unix_socket(conn.removeprefix("unix:"))
+        return result
+
+    # runmilter opens the socket then enters smfi_main: hook the moment in between
+    libmilter.opensocket = open_then_tune
+    try:
+        log.info("govmilter listening on %s ruleset=%s", conn, runtime.rules.current().version)
+        Milter.runmilter(runtime.config.milter.name, conn, runtime.config.milter.timeout)
+    finally:
+        libmilter.opensocket = opensocket

@@ -1,0 +1,75 @@
+"""Everything the running daemon holds: config, metrics, rules, pipeline."""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from govmilter import __version__
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.mime import walk
+from govmilter.model import MessageFacts, Transaction
+from govmilter.pipeline import Pipeline, build_checks, rule_compilers
+from govmilter.rules import RuleErrors, RuleSet, RuleStore
+
+log = logging.getLogger("govmilter.runtime")
+
+
+class Runtime:
+    def __init__(self, config: Config, skip: Iterable[str] = (), metrics: Metrics | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.metrics.set_build_info(__version__)
+        self.last_reload = "initial"
+        self.rules = RuleStore(config.rules.dir, rule_compilers(), on_reload=self._on_reload)
+        self.metrics.set_ruleset(self.rules.current().version)
+        self.pipeline = Pipeline(build_checks(config, self.metrics, skip), self.metrics)
+
+    def walk(self, tx: Transaction) -> MessageFacts:
+        facts = walk(tx.raw_chunks())
+        for defect in facts.defects:
+            self.metrics.mime_defects.labels(defect=defect).inc()
+        self.metrics.attachment_size.observe(facts.attachment_bytes)
+        return facts
+
+    def _on_reload(self, outcome: str, ruleset: RuleSet | None, errors: RuleErrors | None) -> None:
+        self.last_reload = outcome
+        self.metrics.rule_reloads.labels(outcome=outcome).inc()
+        if ruleset is not None:
+            self.metrics.set_ruleset(ruleset.version)
+
+    def health(self) -> dict[str, Any]:
+        """What the /health endpoint reports: is the rule set usable, is each service up."""
+        report: dict[str, Any] = {
+            "ruleset": self.rules.current().version,
+            "last_reload": self.last_reload,
+        }
+        healthy = True
+        for check in self.pipeline.checks:
+            probe = getattr(check, "health", None)
+            if probe is not None:
+                state = probe()
+                report[check.name] = state
+                healthy = healthy and bool(state.get("ok", True))
+        report["ok"] = healthy
+        return report
+
+    def prepare_unix_socket(self) -> None:
+        """Create the socket's directory; libmilter only creates the socket itself."""
+        conn = self.config.milter.socket
+        if conn.startswith("unix:"):
+            os.makedirs(os.path.dirname(conn.removeprefix("unix:")) or ".", mode=0o750, exist_ok=True)
+
+    def secure_unix_socket(self, path: str) -> None:
+        """Only Postfix's group may talk to the milter socket."""
+        os.chmod(path, int(self.config.milter.socket_mode, 8))
+        group = self.config.milter.socket_group
+        if group:
+            try:
+                os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            except (KeyError, PermissionError) as exc:
+                log.warning("cannot give the milter socket to group %s: %s", group, exc)

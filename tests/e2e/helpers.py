@@ -1,0 +1,26 @@
+"""Building test messages for the end-to-end tests."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def unique(prefix: str = "t") -> str:
+    """A marker to find one test's message in the sink."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def message(subject: str, body: str = "Xin chao.\r\n", headers: dict[str, str] | None = None,
+            mail_from: str = "sender@example.com", to: str = "user@bacninh.gov.vn") -> bytes:
+    marker = unique()
+    lines = [
+        f"From: <{mail_from}>",
+        f"To: <{to}>",
+        f"Subject: {subject}",
+        f"Message-ID: <{marker}@test.example>",
+        "Date: Mon, 23 Nov 2026 10:00:00 +0700",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
