@@ -108,7 +108,7 @@ class Clamd:
             )
         )
         self.socket.unlink(missing_ok=True)
-        log = open(self.root / "clamd.out", "ab")  # noqa: SIM115 (lives as long as the process)
+        log = open(self.root / "clamd.out", "ab")
         self.proc = subprocess.Popen(["clamd", "--config-file", str(conf)], stdout=log, stderr=log)
         wait_until(self.ping, 60, "clamd")
 
@@ -150,7 +150,7 @@ class Dns:
             f"--pid-file={self.root / 'dnsmasq.pid'}",
             *(f"--host-record={r}" for r in self.records),
         ]
-        log = open(self.root / "dnsmasq.out", "ab")  # noqa: SIM115
+        log = open(self.root / "dnsmasq.out", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         wait_until(self._answers, 15, "dnsmasq")
 
@@ -194,7 +194,7 @@ class Sink:
         sink = self
 
         class Handler:
-            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
                 item = Delivered(
                     envelope.mail_from,  # type: ignore[attr-defined]
                     list(envelope.rcpt_tos),  # type: ignore[attr-defined]
@@ -356,7 +356,7 @@ class Govmilter:
         socket_path = self.settings.get("milter.socket", "").strip('"')
         if socket_path.startswith("unix:"):
             Path(socket_path.removeprefix("unix:")).unlink(missing_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
         if wait:
             self.wait_ready()

@@ -2,3 +2,5 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from clamd_fixture import clamd, clamd_factory  # noqa: F401 - fixtures: a private real clamd

@@ -103,7 +103,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     ruleset = load_ruleset(config.rules.dir, rule_compilers())
     pipeline = Pipeline(build_checks(config, metrics, args.skip), metrics)
     params = {"SIZE": str(args.size)} if args.size is not None else {}
-    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
         result = scan_message(
             pipeline,

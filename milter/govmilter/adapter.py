@@ -59,7 +59,7 @@ def guarded(where: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
     return wrap
 
 
-class GovMilter(Milter.Base):  # type: ignore[misc]
+class GovMilter(Milter.Base):
     """One SMTP connection from Postfix."""
 
     def __init__(self, runtime: Runtime):
@@ -81,8 +81,10 @@ class GovMilter(Milter.Base):  # type: ignore[misc]
             self.rt.metrics.connections_in_flight.inc()
             self.in_flight = True
             self.client_host = hostname or ""
-            if isinstance(hostaddr, tuple) and hostaddr:
+            if isinstance(hostaddr, tuple) and hostaddr:  # (ip, port) for inet and inet6
                 self.client_ip = str(hostaddr[0])
+            elif isinstance(hostaddr, str):
+                self.client_ip = hostaddr
         except Exception as exc:
             self._remember_failure("connect", exc)
         return Milter.CONTINUE
@@ -277,7 +279,7 @@ def serve(runtime: Runtime) -> None:
     conn = runtime.config.milter.socket
     Milter.factory = functools.partial(GovMilter, runtime)
     Milter.set_flags(Milter.ADDHDRS)
-    opensocket = libmilter.opensocket
+    opensocket = getattr(libmilter, "opensocket")  # noqa: B009 (absent from pymilter's type stub)
     port = _inet_port(conn)
 
     def open_then_tune(rmsock: bool) -> Any:
@@ -289,9 +291,9 @@ def serve(runtime: Runtime) -> None:
         return result
 
     # runmilter opens the socket then enters smfi_main: hook the moment in between
-    libmilter.opensocket = open_then_tune
+    setattr(libmilter, "opensocket", open_then_tune)  # noqa: B010
     try:
         log.info("govmilter listening on %s ruleset=%s", conn, runtime.rules.current().version)
         Milter.runmilter(runtime.config.milter.name, conn, runtime.config.milter.timeout)
     finally:
-        libmilter.opensocket = opensocket
+        setattr(libmilter, "opensocket", opensocket)  # noqa: B010

@@ -19,7 +19,7 @@ def start(listen: str, registry: CollectorRegistry, health: Callable[[], dict[st
     host = host.strip("[]")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))

@@ -80,6 +80,17 @@ class Metrics:
             ["direction", "trace", "action"],
             registry=r,
         )
+        self.forward_memory_fallbacks = Counter(
+            "govmilter_forwarding_memory_fallbacks_total",
+            "Message-ID memory operations (lookup, store) answered in-process because Redis failed or is paused",
+            ["op"],
+            registry=r,
+        )
+        self.forward_memory_entries = Gauge(
+            "govmilter_forwarding_memory_entries",
+            "Message-IDs held in the in-process forwarding memory",
+            registry=r,
+        )
 
         # antivirus
         self.scans = Counter(

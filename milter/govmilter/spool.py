@@ -70,14 +70,14 @@ def read_message_file(stream: BinaryIO) -> tuple[list[tuple[str, str]], Iterator
         head += line
     headers: list[tuple[str, str]] = []
     for raw_line in bytes(head).replace(b"\r\n", b"\n").split(b"\n"):
-        line = raw_line.decode("utf-8", "surrogateescape")
-        if not line:
+        text = raw_line.decode("utf-8", "surrogateescape")
+        if not text:
             continue
-        if line[0] in " \t" and headers:
+        if text[0] in " \t" and headers:
             name, value = headers[-1]
-            headers[-1] = (name, value + "\n" + line)
-        elif ":" in line:
-            name, _, value = line.partition(":")
+            headers[-1] = (name, value + "\n" + text)
+        elif ":" in text:
+            name, _, value = text.partition(":")
             headers.append((name.strip(), value.lstrip(" ")))
         # a line that is neither a field nor a continuation is dropped, as Postfix would
 

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 
-from stack import Stack  # noqa: E402
+from stack import Stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

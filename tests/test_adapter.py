@@ -1,0 +1,122 @@
+"""The adapter driven through pymilter's own test context (no MTA): replies and return codes."""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Iterator
+
+import Milter
+import pytest
+from Milter.testctx import TestCtx as PymilterTestCtx
+
+from govmilter.adapter import GovMilter
+from govmilter.config import load_config
+from govmilter.model import Stage, Transaction, Verdict
+from govmilter.pipeline import CHECK_NAMES
+from govmilter.runtime import Runtime
+from support import RULES
+
+NO_REPLY_BITS = (
+    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | Milter.P_NR_DATA
+    | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
+)
+
+
+class TestCtx(PymilterTestCtx):  # type: ignore[misc]
+    __test__ = False
+
+
+SERVICE_CHECKS = [name for name in ("antivirus", "dnsbl") if name in CHECK_NAMES]  # need clamd / DNS
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
+    monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
+    rt = Runtime(config, skip=SERVICE_CHECKS)
+    previous = Milter.factory
+    Milter.factory = functools.partial(GovMilter, rt)
+    yield rt
+    Milter.factory = previous
+
+
+def feed(
+    ctx: TestCtx, sender: str, rcpt: str, message: bytes, params: tuple[str, ...] = (), ip: str = "127.0.0.2"
+) -> int:
+    """Drive the callbacks as libmilter would; return the first non-CONTINUE answer."""
+    ctx._setsymval("i", "4ABCDEF")
+    assert ctx._connect(ip=ip) == Milter.CONTINUE
+    rc = ctx._envfrom(f"<{sender}>", *params)
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    ctx._envrcpt(f"<{rcpt}>")
+    head, _, body = message.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        ctx._priv.header(name.decode(), value.strip().decode())
+    rc = ctx._eoh()
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    ctx._body = io.BytesIO()
+    rc = ctx._feed_body(io.BytesIO(body))
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    return int(ctx._eom())
+
+
+MESSAGE = (
+    b"From: a@example.com\r\nTo: user@bacninh.gov.vn\r\nSubject: hello\r\n"
+    b"Message-ID: <x1@example.com>\r\n\r\nHi.\r\n"
+)
+
+
+def test_clean_message_is_accepted_with_a_header(runtime: Runtime) -> None:
+    ctx = TestCtx()
+    added: list[tuple[str, str]] = []
+    ctx.addheader = lambda name, value, idx: added.append((name, value))  # type: ignore[method-assign]
+    assert feed(ctx, "a@example.com", "user@bacninh.gov.vn", MESSAGE) == Milter.ACCEPT
+    names = [name for name, _ in added]
+    assert "X-Govmilter" in names
+    assert runtime.metrics.messages.labels(action="accept", check="none")._value.get() == 1
+
+
+def test_declared_size_is_refused_at_mail_from(runtime: Runtime) -> None:
+    ctx = TestCtx()
+    assert feed(ctx, "a@example.com", "user@bacninh.gov.vn", MESSAGE, params=("SIZE=99999999",)) == Milter.REJECT
+    assert ctx._reply[0] == "552"
+    assert ctx._reply[1] == "5.3.4"
+
+
+def test_exception_in_a_check_answers_451(runtime: Runtime) -> None:
+    class Exploding:
+        name = "exploding"
+        stages = frozenset({Stage.HEADERS})
+
+        def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+            raise ZeroDivisionError("boom")
+
+    runtime.pipeline.__init__([*runtime.pipeline.checks, Exploding()], runtime.metrics)  # type: ignore[misc]
+    ctx = TestCtx()
+    assert feed(ctx, "a@example.com", "user@bacninh.gov.vn", MESSAGE) == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+    assert runtime.metrics.internal_errors.labels(where="exploding")._value.get() == 1
+
+
+def test_exception_in_a_no_reply_callback_is_answered_at_the_next_reply(runtime: Runtime) -> None:
+    ctx = TestCtx()
+    ctx._connect(ip="127.0.0.2")
+    ctx._envfrom("<a@example.com>")
+    milter = ctx._priv
+    milter.tx.headers = None  # the next header callback fails inside
+    milter.header("Subject", "x")
+    assert ctx._eoh() == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+    assert runtime.metrics.internal_errors.labels(where="header")._value.get() == 1
+
+
+def test_reply_text_cannot_break_the_protocol() -> None:
+    from govmilter.adapter import _reply_text
+
+    assert _reply_text("50% off\r\nX: y") == "50  off  X: y"

@@ -1,0 +1,54 @@
+"""`govmilter scan` follows its contract: one JSON object, exit 0 whatever the verdict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from govmilter.pipeline import CHECK_NAMES
+from support import ROOT
+
+SKIP = [arg for name in ("antivirus", "dnsbl") if name in CHECK_NAMES for arg in ("--skip", name)]
+
+
+def scan(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "govmilter", "scan", "--set", f'rules.dir="{ROOT / "rules"}"', *SKIP, *args],
+        capture_output=True,
+        input=stdin,
+        cwd=ROOT,
+    )
+
+
+MESSAGE = b"From: a@example.com\nTo: user@bacninh.gov.vn\nSubject: hi\nMessage-ID: <c1@example.com>\n\nHello.\n"
+
+
+def test_scan_prints_the_contract_fields(tmp_path: Path) -> None:
+    path = tmp_path / "m.eml"
+    path.write_bytes(MESSAGE)
+    envelope = ["--mail-from", "a@example.com", "--rcpt", "user@bacninh.gov.vn", "--client-ip", "127.0.0.2"]
+    result = scan(*envelope, str(path))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["action"] == "accept"
+    assert out["smtp_reply"] == ""
+    assert isinstance(out["hits"], list)
+    assert ["X-Govmilter", out["add_headers"][0][1]] == out["add_headers"][0]
+    assert set(out["duration_ms"]) <= set(CHECK_NAMES)
+
+
+def test_scan_reads_stdin_and_reports_a_refusal_with_exit_0() -> None:
+    result = scan("--mail-from", "", "--rcpt", "user@bacninh.gov.vn", "--size", "999999999", "-", stdin=MESSAGE)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["action"] == "reject"
+    assert out["smtp_reply"].startswith("552 5.3.4 ")
+    assert out["hits"][0]["check"] == "size"
+    assert out["hits"][0]["mode"] == "enforce"
+
+
+def test_scan_usage_error_exits_2() -> None:
+    assert scan("--rcpt", "x@example.com", "-", stdin=MESSAGE).returncode == 2
+    assert scan("--skip", "nosuchcheck", "--mail-from", "a@b", "--rcpt", "x@y", "-", stdin=MESSAGE).returncode == 2
