@@ -40,6 +40,9 @@ class CheckSpec:
 # The order in which checks run within a stage. Cheap, decisive checks first.
 CHECK_TABLE: tuple[CheckSpec, ...] = (
     CheckSpec("size", "govmilter.checks.size"),
+    CheckSpec("antivirus", "govmilter.checks.antivirus"),
+    CheckSpec("dnsbl", "govmilter.checks.dnsbl"),
+    CheckSpec("content", "govmilter.checks.content"),
 )
 
 CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)

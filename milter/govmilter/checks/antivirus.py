@@ -1,0 +1,181 @@
+"""The antivirus check: every message goes through clamd (QD 06/2022 Dieu 8.2).
+
+The raw message (headers and body, read back from the spool in chunks) is
+streamed with INSTREAM. A virus is refused with its signature name; a clean
+message gets X-Virus-Scanned. When clamd gives no answer the per-direction
+failure policy decides (451 by default: the sender retries, nothing is lost
+unscanned). clamd's "INSTREAM size limit exceeded" (the stream passed its
+StreamMaxLength) means "not scanned", never "clean": on_size_limit decides.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+
+from govmilter import __version__
+from govmilter.clients.clamd import ClamdClient, ClamdError, ClamdPool, Outcome
+from govmilter.config import AntivirusConfig, Config
+from govmilter.decision import clean
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Stage, Transaction, Verdict
+
+log = logging.getLogger("govmilter.antivirus")
+
+SCANNED_HEADER = "X-Virus-Scanned"
+NOT_SCANNED_HEADER = "X-Virus-Status"
+VERSION_TIMEOUT = 2.0  # seconds for the occasional VERSION refresh
+MAX_SIGNATURE_LABELS = 500  # distinct signature label values before "other"
+REGULATION = "QD 06/2022 Dieu 8.2"
+
+_REPLY_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+=@\-]")  # SMTP replies: ASCII, and never '%'
+
+
+def safe_signature(name: str) -> str:
+    """A signature name fit for an SMTP reply, a header and a label."""
+    return _REPLY_UNSAFE.sub("_", name)[:100] or "unknown"
+
+
+class AntivirusCheck:
+    name = "antivirus"
+    stages = frozenset({Stage.EOM})
+
+    def __init__(self, config: AntivirusConfig, pool: ClamdPool, metrics: Metrics):
+        self.config = config
+        self.pool = pool
+        self.metrics = metrics
+        self._labels: set[str] = set()
+        self._labels_lock = threading.Lock()
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        started = time.perf_counter()
+        try:
+            reply = self.pool.scan(tx.raw_chunks, self.config.scan_timeout)
+        except ClamdError as exc:
+            self.metrics.scans.labels(result=exc.kind).inc()
+            queue_id = clean(tx.envelope.queue_id) or "-"
+            log.warning("queue_id=%s antivirus=%s problem=%s", queue_id, exc.kind, clean(str(exc), 400))
+            return [self._failed(tx, exc.kind)]
+        finally:
+            self.metrics.scan_duration.observe(time.perf_counter() - started)
+        self.metrics.scans.labels(result=reply.outcome.value).inc()
+        if reply.outcome is Outcome.FOUND:
+            signature = safe_signature(reply.signature)
+            self.metrics.signatures.labels(signature=self._label(signature)).inc()
+            return [found(signature)]
+        if reply.outcome is Outcome.SIZE_LIMIT:
+            return [self._size_limit(tx)]
+        version = self.pool.version(reply.address, VERSION_TIMEOUT)
+        scanned = f"govmilter {__version__} with ClamAV {version}".rstrip()
+        return [Verdict(Action.CONTINUE, self.name, headers=((SCANNED_HEADER, scanned),), reason="clean")]
+
+    def _label(self, signature: str) -> str:
+        """Signature names as metric labels, bounded: past the cap they count as "other"."""
+        with self._labels_lock:
+            if signature in self._labels:
+                return signature
+            if len(self._labels) < MAX_SIGNATURE_LABELS:
+                self._labels.add(signature)
+                return signature
+        return "other"
+
+    def _failed(self, tx: Transaction, kind: str) -> Verdict:
+        outbound = tx.envelope.internal
+        policy = self.config.on_failure_outbound if outbound else self.config.on_failure_inbound
+        reason = f"clamd {kind}, {'outbound' if outbound else 'inbound'} policy {policy}"
+        if policy == "accept":
+            note = f"not scanned (govmilter {__version__}: virus scanner unavailable)"
+            return Verdict(
+                Action.CONTINUE, self.name, rule="scan-failed", headers=((NOT_SCANNED_HEADER, note),), reason=reason
+            )
+        if policy == "reject":
+            return Verdict(
+                Action.REJECT,
+                self.name,
+                rule="scan-failed",
+                code="554",
+                enhanced="5.7.1",
+                text=(
+                    f"Khong quet duoc virus, thu bi tu choi ({REGULATION})"
+                    " - the message could not be scanned for viruses and is refused"
+                ),
+                reason=reason,
+            )
+        return Verdict(
+            Action.TEMPFAIL,
+            self.name,
+            rule="scan-failed",
+            code="451",
+            enhanced="4.7.1",
+            text=(
+                f"Tam thoi khong quet duoc virus, vui long gui lai sau ({REGULATION})"
+                " - virus scanning is temporarily unavailable, please try again later"
+            ),
+            reason=reason,
+        )
+
+    def _size_limit(self, tx: Transaction) -> Verdict:
+        policy = self.config.on_size_limit
+        reason = f"{tx.raw_size} bytes passed clamd's StreamMaxLength, policy {policy}"
+        if policy == "accept":
+            note = f"not scanned (govmilter {__version__}: too large for the virus scanner)"
+            return Verdict(
+                Action.CONTINUE, self.name, rule="size-limit", headers=((NOT_SCANNED_HEADER, note),), reason=reason
+            )
+        if policy == "reject":
+            return Verdict(
+                Action.REJECT,
+                self.name,
+                rule="size-limit",
+                code="552",
+                enhanced="5.3.4",
+                text=(
+                    f"Thu qua lon de quet virus, thu bi tu choi ({REGULATION})"
+                    " - the message is too large to be scanned for viruses and is refused"
+                ),
+                reason=reason,
+            )
+        return Verdict(
+            Action.TEMPFAIL,
+            self.name,
+            rule="size-limit",
+            code="451",
+            enhanced="4.7.1",
+            text=(
+                f"Thu qua lon de quet virus luc nay, vui long gui lai sau ({REGULATION})"
+                " - the message is too large for the virus scanner now, please try again later"
+            ),
+            reason=reason,
+        )
+
+
+def found(signature: str) -> Verdict:
+    return Verdict(
+        Action.REJECT,
+        "antivirus",
+        rule="virus-found",
+        code="554",
+        enhanced="5.7.1",
+        text=f"Thu co chua virus {signature} ({REGULATION}) - virus found: {signature}",
+        reason=f"virus {signature}",
+    )
+
+
+def build(config: Config, metrics: Metrics) -> AntivirusCheck:
+    settings = config.antivirus
+    clients = [ClamdClient(address, settings.connect_timeout) for address in settings.clamd]
+
+    def observe(address: str, up: bool) -> None:
+        metrics.clamd_up.labels(address=address).set(1 if up else 0)
+
+    pool = ClamdPool(
+        clients,
+        strategy=settings.strategy,
+        breaker_failures=settings.breaker_failures,
+        breaker_cooldown=settings.breaker_cooldown,
+        observe=observe,
+    )
+    return AntivirusCheck(settings, pool, metrics)
