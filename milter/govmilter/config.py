@@ -65,6 +65,9 @@ class ForwardingConfig:
     memory_ttl: int = 604800  # seconds an inbound Message-ID is remembered (7 days)
     memory_max_entries: int = 200000  # bound of the in-process memory
     redis_url: str = ""  # redis://127.0.0.1:6379/0 to share the memory between nodes
+    redis_timeout: float = 0.5  # seconds per Redis operation; past it the in-process memory answers
+    redis_retry_interval: float = 10.0  # seconds Redis is left alone after a failure
+    redis_prefix: str = "govmilter:seen:"  # key namespace in a shared Redis
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class CheckSpec:
 
 # The order in which checks run within a stage. Cheap, decisive checks first.
 CHECK_TABLE: tuple[CheckSpec, ...] = (
+    CheckSpec("forwarding", "govmilter.checks.forwarding"),
     CheckSpec("size", "govmilter.checks.size"),
     CheckSpec("antivirus", "govmilter.checks.antivirus"),
     CheckSpec("dnsbl", "govmilter.checks.dnsbl"),

@@ -1,0 +1,295 @@
+"""The forwarding check: QD 06/2022 Dieu 8.5, no automatic forwarding across the state boundary.
+
+Outbound (a trusted relay or an authenticated user sending to a non-government
+recipient), a forward by a government mailbox is refused; inbound (an Internet
+client sending to a local mailbox), a forward by a non-government mailbox is
+refused. The class that matters is the forwarder's, the mailbox the trace names
+(SRS, Gmail caf, the header a filter wrote), not the header From. Forwards that
+stay within government domains pass. Decisive and strong traces and the two
+inferences decide; weaker evidence only scores, and a rule-file threshold of
+accumulated score decides too. Inbound Message-IDs are remembered when the
+message is accepted, to recognise redirects that leave no header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from govmilter.checks.forwardrules import DEFAULT_RULES, ForwardingRules
+from govmilter.checks.forwardrules import compile_rules as compile_rules
+from govmilter.clients.redis import RedisStore
+from govmilter.config import Config
+from govmilter.decision import clean
+from govmilter.domains import DomainClass, Domains
+from govmilter.forwardtraces import (
+    Strength,
+    Trace,
+    delivered_to_traces,
+    envelope_rewrite,
+    envelope_traces,
+    exemption,
+    header_from,
+    header_traces,
+    message_id,
+    received_for_traces,
+    weak_traces,
+)
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
+from govmilter.seen import LocalSeen, SeenMemory
+
+log = logging.getLogger("govmilter.forwarding")
+
+RULE_KIND = "forwarding"
+HEADER = "X-Govmilter-Forwarding"
+OUTBOUND = "outbound"
+INBOUND = "inbound"
+
+# Traces a forwarder writes itself: they still decide on mailing-list mail (a list
+# message redirected by a person's filter is still that person's automatic forward).
+EXPLICIT = frozenset(
+    {"sieve-redirect", "zimbra-forwarded", "exchange-rules-loop", "exchange-autoforwarded", "gmail-forwarded"}
+    | {"srs", "exchange-srs", "gmail-caf"}
+)
+# Kinds of mail that are never a forward, whatever traces they carry.
+NOT_FORWARDS = frozenset({"null-sender", "dsn", "auto-reply"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A forward across the boundary: the trace that shows it and whose forward it is."""
+
+    direction: str
+    trace: Trace
+    forwarder_class: DomainClass
+    targets: tuple[str, ...]  # the recipients on the forbidden side
+
+    @property
+    def forwarder(self) -> str:
+        return self.trace.forwarder or "unknown"
+
+
+def safe_header_value(value: str, limit: int = 200) -> str:
+    """ASCII, one line, bounded: it came from the wire and goes back into a header."""
+    return clean(value, limit).encode("ascii", "replace").decode("ascii")
+
+
+class ForwardingCheck:
+    name = "forwarding"
+    stages = frozenset({Stage.HEADERS})
+
+    def __init__(self, config: Config, metrics: Metrics, memory: SeenMemory):
+        self.domains = Domains.from_names(config.domains.local, config.domains.government)
+        self.settings = config.forwarding
+        self.metrics = metrics
+        self.memory = memory
+
+    # --- where the message goes -------------------------------------------------------------
+
+    def direction(self, env: Envelope) -> tuple[str, tuple[str, ...]]:
+        """outbound / inbound and the recipients on the forbidden side; ("", ()) for neither."""
+        if env.internal:
+            outside = tuple(r for r in env.rcpts if not self.domains.is_government(r))
+            return (OUTBOUND, outside) if outside else ("", ())
+        local = tuple(r for r in env.rcpts if self.domains.is_local(r))
+        return (INBOUND, local) if local else ("", ())
+
+    def forwarder_class(self, direction: str, trace: Trace) -> DomainClass:
+        if trace.forwarder:
+            return self.domains.classify(trace.forwarder)
+        # a trace without a mailbox, outbound, was written inside our own organisation
+        return DomainClass.LOCAL if direction == OUTBOUND else DomainClass.OTHER
+
+    @staticmethod
+    def crosses(direction: str, cls: DomainClass) -> bool:
+        """Whether a forward by a mailbox of this class crosses the boundary in this direction."""
+        return cls.government if direction == OUTBOUND else cls is DomainClass.OTHER
+
+    # --- the traces -----------------------------------------------------------------------
+
+    def inferred(self, direction: str, tx: Transaction) -> list[Trace]:
+        """Forwards that leave no header: account forwarding through our relay, and redirects."""
+        env = tx.envelope
+        found = delivered_to_traces(tx.headers, env.rcpts)
+        if direction != OUTBOUND:
+            return found
+        rewrite = envelope_rewrite(env.mail_from)
+        sender = rewrite.original if rewrite and rewrite.kind == "batv" and rewrite.original else env.mail_from
+        if env.trusted_relay and not env.auth_user and sender and not self.domains.is_local(sender):
+            found.append(
+                Trace(
+                    "relay-inference",
+                    Strength.INFERENCE,
+                    "",
+                    f"unauthenticated relay {env.client_ip} with MAIL FROM {env.mail_from}",
+                )
+            )
+        mid = message_id(tx.headers)
+        if mid:
+            mailbox = self.memory.recall(mid)
+            if mailbox:
+                found.append(
+                    Trace("message-id-memory", Strength.INFERENCE, mailbox, f"Message-ID <{mid}> came in to {mailbox}")
+                )
+        return found
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        env = tx.envelope
+        direction, targets = self.direction(env)
+        if not direction:
+            return []
+        rules: ForwardingRules = tx.ruleset.get(RULE_KIND) or DEFAULT_RULES
+        exempt = exemption(env.mail_from, tx.headers)
+        traces = header_traces(tx.headers, env.mail_from, env.trusted_relay) + envelope_traces(env.mail_from)
+        traces += self.inferred(direction, tx)
+
+        crossing = [
+            Finding(direction, t, cls, targets)
+            for t in traces
+            if t.strength.decides and self.crosses(direction, cls := self.forwarder_class(direction, t))
+        ]
+        if exempt in NOT_FORWARDS:
+            deciding = []
+        elif exempt:  # a mailing list: only what a forwarder wrote itself counts
+            deciding = [f for f in crossing if f.trace.name in EXPLICIT]
+        else:
+            deciding = crossing
+        if not deciding and env.auth_user and direction == OUTBOUND:
+            exempt = exempt or "authenticated-new"
+
+        hits: list[Verdict] = []
+        if crossing and not deciding:
+            hits.append(self._exempt_hit(exempt, crossing[0]))
+        scored: list[tuple[Trace, float]] = []
+        if not exempt:
+            scored = self._scored(direction, tx, traces, rules)
+            hits.extend(
+                Verdict(Action.CONTINUE, self.name, rule=f"score-{t.name}", score=w, reason=t.detail)
+                for t, w in scored
+            )
+        if deciding:
+            deciding.sort(key=lambda f: -int(f.trace.strength))
+            hits.append(self._decide(tx, deciding[0], rules))
+        elif scored and rules.score_threshold > 0:
+            total = sum(w for _, w in scored)
+            if total >= rules.score_threshold:
+                named = next((t for t, _ in scored if t.forwarder), None)
+                trace = Trace(
+                    "score",
+                    Strength.INFERENCE,
+                    named.forwarder if named else "",
+                    f"evidence {'+'.join(t.name for t, _ in scored)} = {total:g} >= {rules.score_threshold:g}",
+                )
+                cls = self.forwarder_class(direction, trace)
+                if self.crosses(direction, cls):
+                    hits.append(self._decide(tx, Finding(direction, trace, cls, targets), rules))
+        return hits
+
+    def _scored(
+        self, direction: str, tx: Transaction, traces: list[Trace], rules: ForwardingRules
+    ) -> list[tuple[Trace, float]]:
+        """Evidence below INFERENCE, with its weight; a mailbox it names must be on the forbidden side."""
+        evidence = [t for t in traces if not t.strength.decides]
+        evidence += received_for_traces(tx.headers, tx.envelope.rcpts) + weak_traces(tx.headers)
+        scored = []
+        for trace in evidence:
+            if trace.forwarder and not self.crosses(direction, self.domains.classify(trace.forwarder)):
+                continue
+            weight = rules.scores.get(trace.name, 0.0)
+            if weight > 0:
+                scored.append((trace, weight))
+        return scored
+
+    # --- verdicts -------------------------------------------------------------------------
+
+    def _exempt_hit(self, exempt: str, finding: Finding) -> Verdict:
+        return Verdict(
+            Action.CONTINUE,
+            self.name,
+            rule=f"exempt-{exempt}",
+            reason=f"{finding.trace.name} ({finding.trace.detail}) not counted: {exempt}",
+        )
+
+    def _decide(self, tx: Transaction, finding: Finding, rules: ForwardingRules) -> Verdict:
+        env = tx.envelope
+        trace = finding.trace
+        senders = [env.mail_from, header_from(tx.headers)]
+        rewrite = envelope_rewrite(env.mail_from)
+        if rewrite and rewrite.original:
+            senders.append(rewrite.original)
+        tag = (
+            f"direction={finding.direction}; trace={trace.name}; "
+            f"forwarder={safe_header_value(finding.forwarder)}; class={finding.forwarder_class.value}"
+        )
+        allowed = rules.allowed([s for s in senders if s], finding.targets, trace.forwarder)
+        if allowed is not None:
+            action = "allowed"
+            verdict = Verdict(
+                Action.CONTINUE,
+                self.name,
+                rule=f"allow-{allowed.id}",
+                reason=f"{trace.name}: {trace.detail}; allowed by {allowed.id}",
+                headers=((HEADER, f"{tag}; allowed={allowed.id}"),),
+            )
+        else:
+            outbound = finding.direction == OUTBOUND
+            action = "monitor" if rules.mode is Mode.MONITOR else "reject"
+            verdict = Verdict(
+                Action.REJECT,
+                self.name,
+                rule=f"{finding.direction}-{trace.name}",
+                code=self.settings.reply_code,
+                enhanced=self.settings.reply_enhanced,
+                text=self.settings.reply_text if outbound else self.settings.reply_text_inbound,
+                mode=rules.mode,
+                reason=f"{finding.direction} forward by {finding.forwarder} ({finding.forwarder_class.value}): "
+                f"{trace.detail}",
+                headers=((HEADER, f"{tag}; action={action}"),) if rules.mode is Mode.MONITOR else (),
+            )
+        self.metrics.forwards.labels(direction=finding.direction, trace=trace.name, action=action).inc()
+        log.info(
+            "queue_id=%s forwarding direction=%s trace=%s forwarder=%s class=%s action=%s detail=%s",
+            clean(env.queue_id) or "-",
+            finding.direction,
+            trace.name,
+            clean(finding.forwarder),
+            finding.forwarder_class.value,
+            action,
+            clean(trace.detail),
+        )
+        return verdict
+
+    # --- the memory -----------------------------------------------------------------------
+
+    def accepted(self, tx: Transaction) -> None:
+        """Remember the Message-ID of a message accepted inbound for a local mailbox."""
+        direction, targets = self.direction(tx.envelope)
+        if direction != INBOUND:
+            return
+        mid = message_id(tx.headers)
+        if mid:
+            self.memory.remember(mid, targets[0])
+
+
+def build_memory(config: Config, metrics: Metrics) -> SeenMemory:
+    settings = config.forwarding
+    local = LocalSeen(settings.memory_ttl, settings.memory_max_entries)
+    store = None
+    if settings.redis_url:
+        store = RedisStore(settings.redis_url, settings.redis_timeout, settings.redis_prefix)
+    return SeenMemory(local, metrics, store, settings.redis_retry_interval)
+
+
+def build(config: Config, metrics: Metrics) -> ForwardingCheck:
+    settings = config.forwarding
+    for name in ("reply_text", "reply_text_inbound", "reply_code", "reply_enhanced"):
+        value = getattr(settings, name)
+        if not value.isascii() or "%" in value or "\r" in value or "\n" in value:
+            raise ValueError(f"[forwarding] {name}: an SMTP reply must be one line of ASCII without '%'")
+    if not (settings.reply_code.isdigit() and settings.reply_code.startswith(("4", "5"))):
+        raise ValueError(f"[forwarding] reply_code = {settings.reply_code!r}: expected a 4xx or 5xx code")
+    if settings.memory_ttl <= 0 or settings.memory_max_entries <= 0:
+        raise ValueError("[forwarding] memory_ttl and memory_max_entries must be positive")
+    return ForwardingCheck(config, metrics, build_memory(config, metrics))
