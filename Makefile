@@ -33,7 +33,7 @@ e2e: deps
 	$(BIN)/python -m pytest -q -m e2e
 
 lint: deps
-	$(BIN)/ruff check milter tests lab
+	$(BIN)/ruff check milter tests lab bench
 	$(BIN)/mypy
 
 bench: deps

@@ -1,0 +1,254 @@
+"""`make bench`: Postfix throughput alone, with govmilter (unix and inet) and with clamav-milter.
+
+One private Postfix relays to Postfix's smtp-sink; `smtp-source` injects N
+messages of L bytes over S parallel sessions. The variants are interleaved
+over several rounds on the same machine in the same run, and reported as
+ratios (the machines are shared and noisy: absolute numbers from another day
+mean nothing). govmilter runs with every check on; the load plays Internet
+clients sending to a local mailbox, so DNS blocklist lookups happen too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
+
+from stack import Clamd, Dns, Govmilter, Postfix, free_port, port_open, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SmtpSink:
+    def __init__(self, port: int):
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "root", f"127.0.0.1:{self.port}", "1000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), 10, "smtp-sink")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class ClamavMilter:
+    """Debian's clamav-milter on the same clamd, for comparison."""
+
+    def __init__(self, root: Path, clamd_socket: Path):
+        self.root = root
+        self.socket = root / "clamav-milter.sock"
+        self.clamd_socket = clamd_socket
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "clamav-milter.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"MilterSocket unix:{self.socket}",
+                    "MilterSocketMode 666",
+                    "FixStaleSocket true",
+                    f"ClamdSocket unix:{self.clamd_socket}",
+                    "Foreground true",
+                    "OnClean Accept",
+                    "OnInfected Reject",
+                    "OnFail Defer",
+                    "AddHeader Replace",
+                    f"LogFile {self.root / 'clamav-milter.log'}",
+                    f"TemporaryDirectory {self.root}",
+                    "MaxFileSize 25M",
+                    "",
+                ]
+            )
+        )
+        log = open(self.root / "clamav-milter.out", "ab")
+        self.proc = subprocess.Popen(["clamav-milter", "--config-file", str(conf)], stdout=log, stderr=log)
+        wait_until(self.socket.exists, 30, "clamav-milter")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime in clock ticks
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def histogram(url: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of an unlabelled histogram from the exposition text."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    for match in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M):
+        buckets[float(match.group(1))] = float(match.group(2))
+    return buckets
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile of the observations between two scrapes, interpolated inside buckets."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return previous_bound
+            share = (rank - previous_count) / max(count - previous_count, 1e-9)
+            return previous_bound + (bound - previous_bound) * share
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def inject(port: int, messages: int, sessions: int, length: int, sender: str, rcpt: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(length),
+         "-f", sender, "-t", rcpt, f"127.0.0.1:{port}"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--length", type=int, default=10240)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
+    root.chmod(0o755)
+    smtp_port, sink_port, dns_port = free_port(), free_port(), free_port(2)
+    clamd = Clamd(root / "clamd")
+    dns = Dns(root / "dns", dns_port)
+    sink = SmtpSink(sink_port)
+    clamav_milter = ClamavMilter(root / "clamav-milter", clamd.socket)
+    milter_dir = root / "milter"
+    milter_dir.mkdir(mode=0o755)
+    inet_port = free_port()
+    metrics_port = free_port()
+    common = {
+        "milter.spool_dir": f'"{root}"',
+        "rules.dir": f'"{ROOT / "rules"}"',
+        "antivirus.clamd": f'["unix:{clamd.socket}"]',
+        "dnsbl.resolver": '"127.0.0.1"',
+        "dnsbl.resolver_port": str(dns_port),
+        "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+        # the load comes from 127.0.0.1: make it an Internet client so every check runs
+        "network.trusted_relays": '["10.0.0.0/8"]',
+        "log.level": '"warning"',
+    }
+    govmilter_unix = Govmilter(root / "govmilter-unix", {**common, "milter.socket": f'"unix:{milter_dir}/g.sock"'})
+    govmilter_inet = Govmilter(
+        root / "govmilter-inet", {**common, "milter.socket": f'"inet:{inet_port}@127.0.0.1"'}
+    )
+    postfix = Postfix(root / "postfix", smtp_port, sink_port, "")
+    variants: dict[str, tuple[str, Callable[[], None], Callable[[], None], Govmilter | None]] = {
+        "no milter": ("", lambda: None, lambda: None, None),
+        "govmilter unix": (f"unix:{milter_dir}/g.sock", govmilter_unix.start, govmilter_unix.stop, govmilter_unix),
+        "govmilter inet": (f"inet:127.0.0.1:{inet_port}", govmilter_inet.start, govmilter_inet.stop, govmilter_inet),
+        "clamav-milter": (f"unix:{clamav_milter.socket}", clamav_milter.start, clamav_milter.stop, None),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants if variants[name][3]}
+    latency: dict[str, list[tuple[float, float]]] = {name: [] for name in cpu}
+    rss: dict[str, list[float]] = {name: [] for name in cpu}
+    try:
+        clamd.start()
+        dns.start()
+        sink.start()
+        postfix.start()
+        for round_no in range(1, args.rounds + 1):
+            for name, (milter, start, stop, gov) in variants.items():
+                start()
+                postfix.milter = milter
+                postfix.reload()
+                time.sleep(1.0)
+                url = f"http://127.0.0.1:{metrics_port}/metrics"
+                before_cpu = cpu_seconds(gov.proc.pid) if gov and gov.proc else 0.0
+                before_hist = histogram(url, "govmilter_message_duration_seconds") if gov else {}
+                seconds = inject(smtp_port, args.messages, args.sessions, args.length,
+                                 "bench@example.com", "user@bacninh.gov.vn")  # fmt: skip
+                rate = args.messages / seconds
+                rates[name].append(rate)
+                line = f"round {round_no}  {name:15s} {rate:7.1f} msg/s"
+                if gov and gov.proc:
+                    used = cpu_seconds(gov.proc.pid) - before_cpu
+                    cpu[name].append(used * 1000 / args.messages)
+                    after_hist = histogram(url, "govmilter_message_duration_seconds")
+                    p50, p99 = quantile(before_hist, after_hist, 0.5), quantile(before_hist, after_hist, 0.99)
+                    latency[name].append((p50, p99))
+                    rss[name].append(rss_mb(gov.proc.pid))
+                    line += f"  cpu {cpu[name][-1]:.2f} s/1000 msg  p50 {p50 * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms"
+                    line += f"  rss {rss[name][-1]:.0f} MB"
+                print(line, flush=True)
+                stop()
+    finally:
+        for part in (postfix, govmilter_unix, govmilter_inet, clamav_milter, sink, dns, clamd):
+            try:
+                part.stop()
+            except Exception as exc:
+                print(f"stopping {type(part).__name__}: {exc}", file=sys.stderr)
+
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    print()
+    print(f"{args.messages} messages of {args.length} bytes, {args.sessions} sessions, {args.rounds} rounds (median)")
+    for name, value in median.items():
+        print(f"  {name:15s} {value:7.1f} msg/s")
+    ratios = {
+        "govmilter unix / no milter": median["govmilter unix"] / median["no milter"],
+        "govmilter unix / clamav-milter": median["govmilter unix"] / median["clamav-milter"],
+        "govmilter inet / govmilter unix": median["govmilter inet"] / median["govmilter unix"],
+        "clamav-milter / no milter": median["clamav-milter"] / median["no milter"],
+    }
+    for label, value in ratios.items():
+        print(f"  {label:32s} {value:.2f}")
+    for name in cpu:
+        p50 = statistics.median(p for p, _ in latency[name]) * 1000
+        p99 = statistics.median(p for _, p in latency[name]) * 1000
+        print(
+            f"  {name}: {statistics.median(cpu[name]):.2f} CPU s per 1000 messages,"
+            f" milter time p50 {p50:.1f} ms p99 {p99:.1f} ms, RSS {max(rss[name]):.0f} MB"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rates": rates, "median": median, "ratios": ratios, "cpu": cpu,
+                                               "latency": latency, "rss": rss}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
