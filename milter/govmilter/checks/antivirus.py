@@ -151,6 +151,23 @@ class AntivirusCheck:
             reason=reason,
         )
 
+    def health(self) -> dict[str, object]:
+        """For /health and each scrape: PING every clamd address now; usable while one answers."""
+        addresses: dict[str, str] = {}
+        for client in self.pool.clients:
+            address = client.address.text
+            try:
+                up = client.command("PING", time.monotonic() + self.config.connect_timeout) == "PONG"
+            except ClamdError:
+                up = False
+            self.pool.observe(address, up)  # keeps govmilter_clamd_up current without traffic
+            addresses[address] = "up" if up else "down"
+        report: dict[str, object] = {"ok": "up" in addresses.values(), "clamd": addresses}
+        opened = [address for address, breaker in self.pool.breakers.items() if breaker.is_open]
+        if opened:
+            report["circuit_open"] = opened
+        return report
+
 
 def found(signature: str) -> Verdict:
     return Verdict(
