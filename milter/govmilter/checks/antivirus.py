@@ -67,7 +67,7 @@ class AntivirusCheck:
             self.metrics.signatures.labels(signature=self._label(signature)).inc()
             return [found(signature)]
         if reply.outcome is Outcome.SIZE_LIMIT:
-            return [self._size_limit(tx)]
+            return [self._size_limit(tx, reply.signature or "INSTREAM size limit exceeded (StreamMaxLength)")]
         version = self.pool.version(reply.address, VERSION_TIMEOUT)
         scanned = f"govmilter {__version__} with ClamAV {version}".rstrip()
         return [Verdict(Action.CONTINUE, self.name, headers=((SCANNED_HEADER, scanned),), reason="clean")]
@@ -117,9 +117,9 @@ class AntivirusCheck:
             reason=reason,
         )
 
-    def _size_limit(self, tx: Transaction) -> Verdict:
+    def _size_limit(self, tx: Transaction, answer: str) -> Verdict:
         policy = self.config.on_size_limit
-        reason = f"{tx.raw_size} bytes passed clamd's StreamMaxLength, policy {policy}"
+        reason = f"not scanned whole, {tx.raw_size} bytes: clamd {answer}; policy {policy}"
         if policy == "accept":
             note = f"not scanned (govmilter {__version__}: too large for the virus scanner)"
             return Verdict(

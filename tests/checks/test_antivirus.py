@@ -1,0 +1,236 @@
+"""The antivirus check through the pipeline, against a real clamd (see tests/lab_clamd.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from clamd_fixture import ClamdFactory
+from fake_clamd import FakeClamd
+from govmilter import __version__
+from govmilter.checks.antivirus import safe_signature
+from govmilter.model import Action
+from govmilter.pipeline import CHECK_NAMES
+from lab_clamd import EICAR, TESTFILES, LabClamd
+from support import Harness
+from virus_samples import SAMPLES, eicar_zip_in_eml, expected_signature, mail, sample_mail
+
+# only the antivirus check (and the size check that precedes it) is under test here: the attachment
+# rules would refuse the .exe samples before clamd sees them, and the DNSBL check needs DNS
+OTHERS = [name for name in CHECK_NAMES if name not in ("size", "antivirus")]
+
+
+def harness(addresses: Sequence[str], *settings: str) -> Harness:
+    listed = ", ".join(f'"{a}"' for a in addresses)
+    return Harness([f"antivirus.clamd=[{listed}]", *settings], skip=OTHERS)
+
+
+@pytest.fixture(scope="module")
+def scanner(clamd: LabClamd) -> Harness:
+    return harness([clamd.address])
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_every_clamav_testfile_attached_is_refused_with_its_signature(scanner: Harness, sample: str) -> None:
+    result = scanner.scan(sample_mail(sample))
+    signature = expected_signature(sample)
+    assert result.verdict.action is Action.REJECT
+    assert result.verdict.check == "antivirus" and result.verdict.rule == "virus-found"
+    assert (result.verdict.code, result.verdict.enhanced) == ("554", "5.7.1")
+    assert f"Thu co chua virus {signature} (QD 06/2022 Dieu 8.2) - virus found: {signature}" == result.verdict.text
+
+
+def test_the_samples_are_there() -> None:
+    assert len(SAMPLES) >= 40, f"clamav-testfiles is missing or incomplete in {TESTFILES}"
+
+
+def test_eicar_in_a_zip_inside_an_attached_eml_is_refused(scanner: Harness) -> None:
+    result = scanner.scan(eicar_zip_in_eml())
+    assert result.verdict.action is Action.REJECT
+    assert result.verdict.smtp_reply() == (
+        "554 5.7.1 Thu co chua virus Eicar-Test-Signature.UNOFFICIAL (QD 06/2022 Dieu 8.2)"
+        " - virus found: Eicar-Test-Signature.UNOFFICIAL"
+    )
+    assert result.verdict.text.isascii() and "%" not in result.verdict.text
+
+
+def test_clean_message_passes_with_x_virus_scanned(scanner: Harness, clamd: LabClamd) -> None:
+    result = scanner.scan(mail("bao cao sach", [("baocao.txt", b"So lieu quy 3.\n" * 500)]))
+    assert result.verdict.action is Action.ACCEPT
+    scanned = dict(result.verdict.headers)["X-Virus-Scanned"]
+    version = clamd_version(clamd)
+    assert scanned == f"govmilter {__version__} with ClamAV {version}"
+    assert "X-Virus-Status" not in dict(result.verdict.headers)
+
+
+def clamd_version(server: LabClamd) -> str:
+    from govmilter.clients.clamd import ClamdClient
+
+    return ClamdClient(server.address).version(time.monotonic() + 10)
+
+
+def test_metrics_count_scans_signatures_and_clamd_state(clamd: LabClamd) -> None:
+    scanner = harness([clamd.address])
+    scanner.scan(mail("sach"))
+    scanner.scan(mail("virus", [("x.com", EICAR)]))
+    scanner.scan(mail("virus 2", [("y.com", EICAR)]))
+    value = scanner.metrics.registry.get_sample_value
+    assert value("govmilter_antivirus_scans_total", {"result": "clean"}) == 1
+    assert value("govmilter_antivirus_scans_total", {"result": "found"}) == 2
+    assert value("govmilter_antivirus_signatures_total", {"signature": "Eicar-Test-Signature.UNOFFICIAL"}) == 2
+    assert value("govmilter_clamd_up", {"address": clamd.address}) == 1
+    assert value("govmilter_antivirus_scan_duration_seconds_count") == 3
+    assert value("govmilter_rule_hits_total", {"check": "antivirus", "rule": "virus-found", "mode": "enforce"}) == 2
+
+
+# --- clamd away: the failure policy per direction ---------------------------------------
+
+
+def test_clamd_away_tempfails_inbound_by_default(tmp_path: Path) -> None:
+    scanner = harness([f"unix:{tmp_path}/no-clamd.sock"])
+    result = scanner.scan(mail("khong quet duoc"))
+    assert result.verdict.action is Action.TEMPFAIL
+    assert result.verdict.smtp_reply() == (
+        "451 4.7.1 Tam thoi khong quet duoc virus, vui long gui lai sau (QD 06/2022 Dieu 8.2)"
+        " - virus scanning is temporarily unavailable, please try again later"
+    )
+    value = scanner.metrics.registry.get_sample_value
+    assert value("govmilter_antivirus_scans_total", {"result": "error"}) == 1
+    assert value("govmilter_clamd_up", {"address": f"unix:{tmp_path}/no-clamd.sock"}) == 0
+
+
+def test_failure_policy_follows_the_direction(tmp_path: Path) -> None:
+    scanner = harness(
+        [f"unix:{tmp_path}/no-clamd.sock"],
+        'antivirus.on_failure_inbound="reject"',
+        'antivirus.on_failure_outbound="accept"',
+        "antivirus.breaker_failures=1000",
+    )
+    inbound = scanner.scan(mail("vao"), client_ip="127.0.0.2")
+    assert inbound.verdict.action is Action.REJECT
+    assert inbound.verdict.smtp_reply().startswith("554 5.7.1 Khong quet duoc virus")
+    # a trusted relay is the outbound side; so is an authenticated user
+    for outbound in (
+        scanner.scan(mail("ra"), client_ip="127.0.0.1", rcpts=["partner@example.com"]),
+        scanner.scan(mail("ra 2"), client_ip="203.0.113.9", auth_user="canbo", rcpts=["partner@example.com"]),
+    ):
+        assert outbound.verdict.action is Action.ACCEPT
+        headers = dict(outbound.verdict.headers)
+        assert "X-Virus-Scanned" not in headers
+        assert headers["X-Virus-Status"].startswith("not scanned")
+
+
+# --- size limits: never taken for clean ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabClamd]:
+    with LabClamd(
+        tmp_path_factory.mktemp("small-clamd"), stream_max_length="1M", settings={"MaxFileSize": "512K"}
+    ) as server:
+        yield server
+
+
+BIG = mail("lon", [("solieu.bin", bytes(range(256)) * 8192)])  # 2 MiB attachment, 2.7 MB raw
+MEDIUM = mail("vua", [("solieu.bin", bytes(range(256)) * 2400)])  # 600 KiB: under the stream limit, over MaxFileSize
+ANSWERS = {
+    "stream-max-length": "INSTREAM size limit exceeded",
+    "max-file-size": "Heuristics.Limits.Exceeded.MaxFileSize",
+}
+
+
+@pytest.mark.parametrize(
+    ("policy", "action", "reply"),
+    [
+        ("tempfail", Action.TEMPFAIL, "451 4.7.1 Thu qua lon de quet virus luc nay"),
+        ("reject", Action.REJECT, "552 5.3.4 Thu qua lon de quet virus, thu bi tu choi"),
+        ("accept", Action.ACCEPT, ""),
+    ],
+)
+@pytest.mark.parametrize("kind", ["stream-max-length", "max-file-size"])
+def test_size_limit_follows_on_size_limit(
+    small_clamd: LabClamd, policy: str, action: Action, reply: str, kind: str
+) -> None:
+    scanner = harness([small_clamd.address], f'antivirus.on_size_limit="{policy}"')
+    result = scanner.scan(BIG if kind == "stream-max-length" else MEDIUM)
+    assert result.verdict.action is action
+    assert result.verdict.smtp_reply().startswith(reply)
+    hits = [hit for hit in result.tx.hits if hit.check == "antivirus"]
+    assert [hit.rule for hit in hits] == ["size-limit"]
+    assert ANSWERS[kind] in hits[0].reason
+    if action is Action.ACCEPT:
+        headers = dict(result.verdict.headers)
+        assert "X-Virus-Scanned" not in headers
+        assert "too large" in headers["X-Virus-Status"]
+    value = scanner.metrics.registry.get_sample_value
+    assert value("govmilter_antivirus_scans_total", {"result": "size_limit"}) == 1
+
+
+def test_a_virus_ahead_of_the_size_limit_is_still_found(small_clamd: LabClamd) -> None:
+    # the sample comes first in the stream: clamd never reaches its limit
+    scanner = harness([small_clamd.address])
+    result = scanner.scan(mail("virus truoc", [("a.com", EICAR)]))
+    assert result.verdict.rule == "virus-found"
+
+
+# --- clamd stops, hangs, comes back ------------------------------------------------------
+
+
+def test_clamd_stopped_then_back_is_scanned_without_rebuilding(clamd_factory: ClamdFactory) -> None:
+    server = clamd_factory()
+    scanner = harness([server.address], "antivirus.breaker_failures=2", "antivirus.breaker_cooldown=0.2")
+    assert scanner.scan(mail("truoc")).verdict.action is Action.ACCEPT
+    server.stop()
+    for n in range(3):
+        result = scanner.scan(mail(f"trong luc {n}"))
+        assert result.verdict.action is Action.TEMPFAIL
+        assert result.verdict.code == "451" and result.verdict.enhanced == "4.7.1"
+    server.start()
+    time.sleep(0.3)  # the breaker's cooldown, not a timing assertion
+    result = scanner.scan(mail("sau", [("a.com", EICAR)]))
+    assert result.verdict.rule == "virus-found"
+    assert scanner.scan(mail("sau sach")).verdict.action is Action.ACCEPT
+    value = scanner.metrics.registry.get_sample_value
+    assert value("govmilter_clamd_up", {"address": server.address}) == 1
+    assert value("govmilter_antivirus_scans_total", {"result": "circuit_open"}) == 1
+
+
+def test_silent_clamd_tempfails_within_the_timeout_while_other_scans_flow(clamd: LabClamd) -> None:
+    with FakeClamd("silent") as fake:
+        hung = harness([fake.address], "antivirus.scan_timeout=3.0")
+        healthy = harness([clamd.address])
+        results: list[object] = []
+
+        def scan_hung() -> None:
+            started = time.monotonic()
+            results.append(hung.scan(mail("treo")))
+            results.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=scan_hung)
+        thread.start()
+        fake.wait_accepted(1)
+        for n in range(10):
+            assert healthy.scan(mail(f"binh thuong {n}", [("a.com", EICAR)])).verdict.rule == "virus-found"
+        assert thread.is_alive()  # the hung scan was still waiting all along
+        thread.join(60)
+        verdict = results[0].verdict  # type: ignore[attr-defined]
+        assert verdict.smtp_reply().startswith("451 4.7.1")
+        assert 2.9 <= results[1] < 15.0  # type: ignore[operator]  # generous: the budget is 3 s
+        value = hung.metrics.registry.get_sample_value
+        assert value("govmilter_antivirus_scans_total", {"result": "timeout"}) == 1
+
+
+def test_failover_to_the_next_address(clamd: LabClamd, tmp_path: Path) -> None:
+    scanner = harness([f"unix:{tmp_path}/gone.sock", clamd.address])
+    result = scanner.scan(mail("du phong", [("a.com", EICAR)]))
+    assert result.verdict.rule == "virus-found"
+
+
+def test_signature_names_are_made_safe_for_replies() -> None:
+    assert safe_signature("Win.Trojan.Agent-123 %s\r\nX: y") == "Win.Trojan.Agent-123__s__X:_y"
+    assert safe_signature("") == "unknown"
+    assert len(safe_signature("A" * 500)) == 100
