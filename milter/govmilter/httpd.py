@@ -1,9 +1,15 @@
-"""The HTTP endpoint Prometheus scrapes: /metrics, and /health for load balancers and people."""
+"""The HTTP endpoint Prometheus scrapes: /metrics, and /health for load balancers and people.
+
+Each request to either runs the checks' health probes first (a clamd PING per address), so
+govmilter_clamd_up is current at every scrape even when no mail flows, and an alert on it
+fires at night as well as under traffic.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +19,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 log = logging.getLogger("govmilter.httpd")
 
+Health = Callable[[], dict[str, Any]]
 
-def start(listen: str, registry: CollectorRegistry, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
+
+def probe(health: Health) -> dict[str, Any]:
+    """The health report; a probe that raises makes the report unhealthy, never the request fail."""
+    try:
+        return health()
+    except Exception as exc:
+        log.exception("health probe raised")
+        return {"ok": False, "error": f"health probe raised {type(exc).__name__}"}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _V6Server(_Server):
+    address_family = socket.AF_INET6
+
+
+def start(listen: str, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
 
@@ -22,9 +47,10 @@ def start(listen: str, registry: CollectorRegistry, health: Callable[[], dict[st
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                probe(health)  # refreshes the up/down gauges before they are read
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
             elif path == "/health":
-                report = health()
+                report = probe(health)
                 body = json.dumps(report, sort_keys=True).encode() + b"\n"
                 self._send(200 if report.get("ok") else 503, "application/json", body)
             else:
@@ -40,8 +66,8 @@ def start(listen: str, registry: CollectorRegistry, health: Callable[[], dict[st
         def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
             pass
 
-    server = ThreadingHTTPServer((host, int(port)), Handler)
-    server.daemon_threads = True
+    server_class = _V6Server if ":" in host else _Server
+    server = server_class((host, int(port)), Handler)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     log.info("metrics on http://%s/metrics", listen)
     return server

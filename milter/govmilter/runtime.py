@@ -28,6 +28,7 @@ class Runtime:
         self.rules = RuleStore(config.rules.dir, rule_compilers(), on_reload=self._on_reload)
         self.metrics.set_ruleset(self.rules.current().version)
         self.pipeline = Pipeline(build_checks(config, self.metrics, skip), self.metrics)
+        self.metrics.declare_checks(check.name for check in self.pipeline.checks)
 
     def walk(self, tx: Transaction) -> MessageFacts:
         facts = walk(tx.raw_chunks())
@@ -39,6 +40,7 @@ class Runtime:
     def _on_reload(self, outcome: str, ruleset: RuleSet | None, errors: RuleErrors | None) -> None:
         self.last_reload = outcome
         self.metrics.rule_reloads.labels(outcome=outcome).inc()
+        self.metrics.rule_reload_successful.set(1 if ruleset is not None else 0)
         if ruleset is not None:
             self.metrics.set_ruleset(ruleset.version)
 
