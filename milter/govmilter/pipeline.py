@@ -41,6 +41,7 @@ class CheckSpec:
 CHECK_TABLE: tuple[CheckSpec, ...] = (
     CheckSpec("forwarding", "govmilter.checks.forwarding"),
     CheckSpec("size", "govmilter.checks.size"),
+    CheckSpec("attachments", "govmilter.checks.attachments"),
     CheckSpec("antivirus", "govmilter.checks.antivirus"),
     CheckSpec("dnsbl", "govmilter.checks.dnsbl"),
     CheckSpec("content", "govmilter.checks.content"),

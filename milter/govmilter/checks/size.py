@@ -2,7 +2,10 @@
 
 Early answers save bandwidth: a SIZE= declared at MAIL FROM above the raw
 ceiling is refused there, and a body whose raw size passes the ceiling is
-refused at that chunk, before the rest is read.
+refused at that chunk, before the rest is read. At end of message the MIME
+walk's decoded attachment bytes are held against the cap itself. A walk that
+a limit cut short (thousands of parts, deep nesting, a huge header) gets the
+configured parse_error_action, never an exception.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from collections.abc import Sequence
 
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.model import Action, Stage, Transaction, Verdict
+from govmilter.mime import LIMIT_DEFECTS
+from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 
 HEADER_ALLOWANCE = 2 * 1024 * 1024  # headers and text parts beside the attachments
+REGULATION = "QD 06/2022 Dieu 5.1"
 
 
 def derived_raw_ceiling(attachment_limit: int) -> int:
@@ -25,39 +30,113 @@ def derived_raw_ceiling(attachment_limit: int) -> int:
     return math.ceil(attachment_limit * 4 / 3 * 78 / 76) + HEADER_ALLOWANCE
 
 
-def too_big(limit: int, found: int, rule: str, what: str) -> Verdict:
-    return Verdict(
-        Action.REJECT,
-        "size",
-        rule=rule,
-        code="552",
-        enhanced="5.3.4",
-        text=(
-            f"Tep dinh kem vuot qua gioi han {limit} byte, {what} {found} byte (QD 06/2022 Dieu 5.1)"
-            f" - attachments exceed the limit of {limit} bytes, {what} {found} bytes"
-        ),
-        reason=f"{what} {found} bytes > {limit}",
+def refusal(rule: str, text: str, reason: str) -> Verdict:
+    return Verdict(Action.REJECT, "size", rule=rule, code="552", enhanced="5.3.4", text=text, reason=reason)
+
+
+def over_cap(limit: int, found: int) -> Verdict:
+    return refusal(
+        "attachment-cap",
+        f"Tep dinh kem vuot qua gioi han {limit} byte: tong dung luong {found} byte ({REGULATION})"
+        f" - attachments exceed the limit of {limit} bytes: {found} bytes found",
+        f"attachments {found} bytes > {limit}",
     )
+
+
+def over_declared(limit: int, ceiling: int, declared: int) -> Verdict:
+    return refusal(
+        "declared-size",
+        f"Kich thuoc khai bao {declared} byte vuot qua muc toi da {ceiling} byte"
+        f" cua gioi han tep dinh kem {limit} byte ({REGULATION})"
+        f" - declared SIZE={declared} exceeds the maximum of {ceiling} bytes for the attachment limit of {limit} bytes",
+        f"SIZE={declared} > {ceiling}",
+    )
+
+
+def over_raw(limit: int, ceiling: int, received: int) -> Verdict:
+    return refusal(
+        "raw-size",
+        f"Thu da vuot qua {ceiling} byte (da nhan {received} byte), muc toi da"
+        f" cua gioi han tep dinh kem {limit} byte ({REGULATION})"
+        f" - message passed {ceiling} bytes ({received} received),"
+        f" the maximum for the attachment limit of {limit} bytes",
+        f"raw {received} bytes > {ceiling}",
+    )
+
+
+def parse_error(action: str, defects: Sequence[str]) -> Verdict:
+    """The configured answer to a message whose structure the walk could not follow to the end."""
+    reason = "MIME walk stopped by a limit: " + ",".join(defects)
+    if action == "tempfail":
+        return Verdict(
+            Action.TEMPFAIL,
+            "size",
+            rule="parse-error",
+            code="451",
+            enhanced="4.6.0",
+            text=(
+                "Khong phan tich duoc cau truc MIME cua thu, vui long gui lai sau"
+                " - the MIME structure of the message could not be analysed, try again later"
+            ),
+            reason=reason,
+        )
+    if action == "reject":
+        return Verdict(
+            Action.REJECT,
+            "size",
+            rule="parse-error",
+            code="554",
+            enhanced="5.6.0",
+            text=(
+                f"Cau truc MIME cua thu vuot qua gioi han kiem tra ({REGULATION})"
+                " - the MIME structure of the message exceeds the limits of inspection"
+            ),
+            reason=reason,
+        )
+    # accept: recorded, logged, counted, and the message goes on to the other checks
+    return Verdict(Action.CONTINUE, "size", rule="parse-error", mode=Mode.MONITOR, reason=reason)
 
 
 class SizeCheck:
     name = "size"
-    stages = frozenset({Stage.MAIL, Stage.BODY})
+    stages = frozenset({Stage.MAIL, Stage.BODY, Stage.EOM})
 
-    def __init__(self, attachment_limit: int, raw_ceiling: int):
+    def __init__(self, attachment_limit: int, raw_ceiling: int, parse_error_action: str, metrics: Metrics):
         self.attachment_limit = attachment_limit
         self.raw_ceiling = raw_ceiling
+        self.parse_error_action = parse_error_action
+        self.metrics = metrics
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         if stage is Stage.MAIL:
             declared = tx.envelope.declared_size
             if declared is not None and declared > self.raw_ceiling:
-                return [too_big(self.raw_ceiling, declared, "declared-size", "SIZE= khai bao / declared")]
-        elif stage is Stage.BODY and tx.raw_size > self.raw_ceiling:
-            return [too_big(self.raw_ceiling, tx.raw_size, "raw-size", "da nhan / received")]
+                return [over_declared(self.attachment_limit, self.raw_ceiling, declared)]
+        elif stage is Stage.BODY:
+            if tx.raw_size > self.raw_ceiling:
+                return [over_raw(self.attachment_limit, self.raw_ceiling, tx.raw_size)]
+        elif stage is Stage.EOM:
+            return self._end_of_message(tx)
+        return []
+
+    def _end_of_message(self, tx: Transaction) -> list[Verdict]:
+        facts = tx.facts()
+        self.metrics.attachment_size.observe(facts.attachment_bytes)
+        for defect in facts.defects:
+            self.metrics.mime_defects.labels(defect=defect).inc()
+        if facts.attachment_bytes > self.attachment_limit:
+            return [over_cap(self.attachment_limit, facts.attachment_bytes)]
+        stopped = [d for d in facts.defects if d in LIMIT_DEFECTS]
+        if stopped:
+            return [parse_error(self.parse_error_action, stopped)]
         return []
 
 
 def build(config: Config, metrics: Metrics) -> SizeCheck:
     limit = config.size.attachment_limit
-    return SizeCheck(limit, config.size.raw_ceiling or derived_raw_ceiling(limit))
+    return SizeCheck(
+        limit,
+        config.size.raw_ceiling or derived_raw_ceiling(limit),
+        config.size.parse_error_action,
+        metrics,
+    )

@@ -1,0 +1,274 @@
+"""The attachment-type policy: what may not travel as an attachment (QD 06/2022 Dieu 8.2).
+
+The officers' rule file (`kind = "attachments"`) lists rules of six kinds:
+
+- `true-type`: the content's real type, found by libmagic from its first
+  bytes, whatever the file is called (`application/vnd.microsoft.portable-executable`);
+- `extension`: the file name's last extension (`exe`, `js`, `lnk`, `iso`);
+- `mismatch`: a name that promises a document (`.pdf`) on content of a listed type;
+- `double-extension`: a decoy extension before a dangerous one (`hoadon.pdf.exe`),
+  and names that use Unicode direction controls to hide their real ending;
+- `archive-extension`: names inside a zip, read from its central directory;
+- `encrypted-archive`: a zip whose entries are encrypted (antivirus cannot look inside).
+
+Every rule has an id, a description and `mode = "enforce" | "monitor"`. The
+check reads only the MIME walk's facts: nothing is decoded again here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import magic
+
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Mode, Part, Stage, Transaction, Verdict
+from govmilter.rules import RuleErrors, RuleFile, RuleProblem, parse_mode
+
+log = logging.getLogger("govmilter.attachments")
+
+RULE_KIND = "attachments"
+REGULATION = "QD 06/2022 Dieu 8.2"
+
+# what each kind of rule needs: its required list keys and its words in the reply
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "true-type": ("types",),
+    "extension": ("extensions",),
+    "mismatch": ("extensions", "types"),
+    "double-extension": ("extensions",),
+    "archive-extension": ("extensions",),
+    "encrypted-archive": (),
+}
+_WORDS: dict[str, tuple[str, str]] = {
+    "true-type": ("loai tep bi cam", "file type not allowed"),
+    "extension": ("phan mo rong bi cam", "file extension not allowed"),
+    "mismatch": ("ten tep khong khop noi dung", "file name does not match its content"),
+    "double-extension": ("ten tep gia mao phan mo rong", "file name disguises its extension"),
+    "archive-extension": ("tep bi cam trong tep nen", "archive contains a file that is not allowed"),
+    "encrypted-archive": ("tep nen co mat khau", "encrypted archive"),
+}
+_RULE_KEYS = frozenset({"id", "description", "mode", "match", "types", "extensions", "decoys"})
+_TOP_KEYS = frozenset({"kind", "rule"})
+
+# Unicode controls that reorder how a name is shown ("abc\u202efdp.exe" reads "abcexe.pdf")
+_DIRECTION_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_EXTENSION_LIKE = re.compile(r"^[a-z0-9]{1,5}$")
+_REPLY_UNSAFE = re.compile(r"[^A-Za-z0-9._()+=@, -]")
+
+
+@dataclass(frozen=True)
+class AttachmentRule:
+    id: str
+    description: str
+    mode: Mode
+    match: str
+    types: tuple[str, ...] = ()  # libmagic MIME types, shell patterns allowed ("application/x-*exec*")
+    extensions: frozenset[str] = frozenset()
+    decoys: frozenset[str] = frozenset()  # double-extension: the extensions used as a disguise
+
+
+@dataclass(frozen=True)
+class AttachmentRules:
+    rules: tuple[AttachmentRule, ...] = ()
+
+
+def compile_rules(files: Sequence[RuleFile]) -> AttachmentRules:
+    problems: list[RuleProblem] = []
+    rules: list[AttachmentRule] = []
+    seen: set[str] = set()
+    for rule_file in files:
+        for key in sorted(set(rule_file.data) - _TOP_KEYS):
+            problems.append(rule_file.problem("", f"unknown key {key!r} (expected kind and [[rule]] tables)"))
+        entries = rule_file.data.get("rule", [])
+        if not isinstance(entries, list):
+            problems.append(rule_file.problem("", "rule must be an array of tables: [[rule]]"))
+            continue
+        for entry in entries:
+            rule = _compile_one(rule_file, entry, seen, problems)
+            if rule is not None:
+                rules.append(rule)
+    if problems:
+        raise RuleErrors(problems)
+    return AttachmentRules(tuple(rules))
+
+
+def _compile_one(
+    rule_file: RuleFile, entry: Any, seen: set[str], problems: list[RuleProblem]
+) -> AttachmentRule | None:
+    if not isinstance(entry, dict):
+        problems.append(rule_file.problem("", "each [[rule]] must be a table"))
+        return None
+    rule_id = entry.get("id")
+    if not isinstance(rule_id, str) or not rule_id.strip():
+        problems.append(rule_file.problem("", "a rule without an id"))
+        return None
+    found = len(problems)
+    if rule_id in seen:
+        problems.append(rule_file.problem(rule_id, "duplicate rule id"))
+    seen.add(rule_id)
+    for key in sorted(set(entry) - _RULE_KEYS):
+        problems.append(rule_file.problem(rule_id, f"unknown key {key!r}"))
+    description = entry.get("description")
+    if not isinstance(description, str) or not description.strip():
+        problems.append(rule_file.problem(rule_id, "description is missing"))
+    mode = parse_mode(entry.get("mode"), rule_file, rule_id, problems)
+    match = entry.get("match")
+    if match not in _NEEDS:
+        problems.append(rule_file.problem(rule_id, f"match = {match!r}: expected one of {', '.join(_NEEDS)}"))
+        return None
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("types", "extensions", "decoys"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            problems.append(rule_file.problem(rule_id, f"{key} must be a list of non-empty strings"))
+            value = []
+        lists[key] = tuple(v.strip().lower() for v in value)
+    for key in _NEEDS[match]:
+        if not lists[key]:
+            problems.append(rule_file.problem(rule_id, f"match = {match!r} needs a non-empty {key} list"))
+    if len(problems) > found:
+        return None
+    return AttachmentRule(
+        id=rule_id,
+        description=str(description).strip(),
+        mode=mode,
+        match=match,
+        types=lists["types"],
+        extensions=frozenset(e.lstrip(".") for e in lists["extensions"]),
+        decoys=frozenset(e.lstrip(".") for e in lists["decoys"]),
+    )
+
+
+def normalize_name(filename: str) -> str:
+    """The name as Windows would act on it: lower-case, direction controls gone, no trailing dots."""
+    return _DIRECTION_CONTROLS.sub("", filename).strip().rstrip(". ").lower()
+
+
+def extensions_of(name: str) -> list[str]:
+    """The dot-separated endings of a normalized name, last one last ("a.pdf.exe" -> ["pdf", "exe"])."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    pieces = [p.strip() for p in base.split(".")]
+    return pieces[1:] if len(pieces) > 1 else []
+
+
+def true_type(head: bytes) -> str:
+    """libmagic's MIME type of the first bytes of a file ("" when it cannot tell)."""
+    if not head:
+        return ""
+    try:
+        return str(magic.from_buffer(head, mime=True)).lower()
+    except Exception:  # libmagic on hostile bytes: unknown type, the other rules still apply
+        log.warning("libmagic failed on a part head", exc_info=True)
+        return ""
+
+
+def reply_name(filename: str) -> str:
+    """A file name fit for an SMTP reply: ASCII, no '%', bounded."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    return _REPLY_UNSAFE.sub("_", ascii_name)[:80] or "khong ten/unnamed"
+
+
+@dataclass
+class _Subject:
+    """One attachment as the rules see it."""
+
+    part: Part
+    name: str
+    extensions: list[str]
+    _type: str | None = None
+
+    @property
+    def true_type(self) -> str:
+        if self._type is None:
+            self._type = true_type(self.part.head)
+        return self._type
+
+
+def _matches(rule: AttachmentRule, subject: _Subject) -> str:
+    """Why the rule matches this attachment ("" when it does not)."""
+    last = subject.extensions[-1] if subject.extensions else ""
+    if rule.match == "true-type":
+        kind = subject.true_type
+        if kind and any(fnmatch.fnmatchcase(kind, pattern) for pattern in rule.types):
+            return f"true type {kind}"
+    elif rule.match == "extension":
+        if last in rule.extensions:
+            return f"extension .{last}"
+    elif rule.match == "mismatch":
+        if last in rule.extensions:
+            kind = subject.true_type
+            if kind and any(fnmatch.fnmatchcase(kind, pattern) for pattern in rule.types):
+                return f"name .{last} on content {kind}"
+    elif rule.match == "double-extension":
+        if _DIRECTION_CONTROLS.search(subject.part.filename):
+            return "direction control characters in the name"
+        if len(subject.extensions) >= 2 and last in rule.extensions:
+            decoy = subject.extensions[-2]
+            if decoy in rule.decoys or (not rule.decoys and _EXTENSION_LIKE.match(decoy)):
+                return f"double extension .{decoy}.{last}"
+    elif rule.match == "archive-extension":
+        for inner in subject.part.archive_names:
+            endings = extensions_of(normalize_name(inner))
+            if endings and endings[-1] in rule.extensions and not inner.endswith("/"):
+                return f"archive member {inner!r}"
+    elif rule.match == "encrypted-archive":
+        if subject.part.archive_encrypted:
+            return "encrypted archive"
+    return ""
+
+
+class AttachmentsCheck:
+    name = "attachments"
+    stages = frozenset({Stage.EOM})
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        compiled: AttachmentRules | None = tx.ruleset.get(RULE_KIND)
+        if not compiled or not compiled.rules:
+            return []
+        monitored: list[Verdict] = []
+        for subject in _subjects(tx.facts().parts):
+            for rule in compiled.rules:
+                why = _matches(rule, subject)
+                if not why:
+                    continue
+                verdict = _verdict(rule, subject, why)
+                if verdict.refuses:
+                    return [*monitored, verdict]  # the first enforced finding decides
+                monitored.append(verdict)
+        return monitored
+
+
+def _subjects(parts: Iterable[Part]) -> Iterable[_Subject]:
+    for part in parts:
+        if part.is_attachment or part.filename:
+            name = normalize_name(part.filename)
+            yield _Subject(part, name, extensions_of(name))
+
+
+def _verdict(rule: AttachmentRule, subject: _Subject, why: str) -> Verdict:
+    words_vi, words_en = _WORDS[rule.match]
+    name = reply_name(subject.part.filename)
+    return Verdict(
+        Action.REJECT,
+        "attachments",
+        rule=rule.id,
+        code="550",
+        enhanced="5.7.1",
+        text=f"Tep dinh kem bi chan, {words_vi}: {name} ({REGULATION}) - attachment refused, {words_en}: {name}",
+        mode=rule.mode,
+        reason=f"part {subject.part.path}: {why} ({rule.description})",
+    )
+
+
+def build(config: Config, metrics: Metrics) -> AttachmentsCheck:
+    return AttachmentsCheck(metrics)
