@@ -16,6 +16,7 @@ gives a result in time proportional to its size. It never raises on input.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -174,6 +175,10 @@ class Walker:
         entity = self._entity
         assert entity is not None
         headers = parse_entity(bytes(self._header), entity.default_type)
+        if overflow:
+            # the fields past the limit are unknown: whatever follows is counted whole, as one
+            # file, so that padding a header can never hide attachments from the cap
+            headers = dataclasses.replace(headers, content_type="application/octet-stream", transfer_encoding="")
         self._header = bytearray()
         self._entity = None
         self._line_start = True
