@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 
-from stack import Clamd, Dns, Govmilter, Postfix, free_port, port_open, wait_until
+from stack import Clamd, Dns, Govmilter, Postfix, free_dns_port, free_port, port_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,7 +152,7 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
     root.chmod(0o755)
-    smtp_port, sink_port, dns_port = free_port(), free_port(), free_port(2)
+    smtp_port, sink_port, dns_port = free_port(), free_port(), free_dns_port()
     clamd = Clamd(root / "clamd")
     dns = Dns(root / "dns", dns_port)
     sink = SmtpSink(sink_port)

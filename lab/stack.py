@@ -48,6 +48,18 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_dns_port() -> int:
+    """A port free for both UDP and TCP: dnsmasq listens on both."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -462,7 +474,7 @@ class Stack:
     root: Path
     smtp_port: int = field(default_factory=free_port)
     sink_port: int = field(default_factory=free_port)
-    dns_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    dns_port: int = field(default_factory=free_dns_port)
     metrics_port: int = field(default_factory=free_port)
     milter_transport: str = "unix"  # unix | inet
     milter_port: int = field(default_factory=free_port)

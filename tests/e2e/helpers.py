@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+# 127.0.0.1 is the trusted internal relay; 127.0.0.2 is listed by every DNS blocklist (RFC 5782),
+# so a clean Internet client sends from 127.0.0.3
+TRUSTED_RELAY = "127.0.0.1"
+LISTED_CLIENT = "127.0.0.2"
+INTERNET_CLIENT = "127.0.0.3"
+
 
 def unique(prefix: str = "t") -> str:
     """A marker to find one test's message in the sink."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from e2e.helpers import message, unique
+from e2e.helpers import INTERNET_CLIENT, TRUSTED_RELAY, message, unique
 from stack import Stack
 
 FAULTY = Path(__file__).with_name("faulty_govmilter.py")
@@ -13,7 +13,7 @@ FAULTY = Path(__file__).with_name("faulty_govmilter.py")
 
 def test_clean_message_is_delivered_with_govmilter_header(stack: Stack) -> None:
     subject = unique("clean")
-    reply = stack.send("officer@bacninh.gov.vn", ["partner@example.com"], message(subject), source_ip="127.0.0.1")
+    reply = stack.send("officer@bacninh.gov.vn", ["partner@example.com"], message(subject), source_ip=TRUSTED_RELAY)
     assert reply.accepted, reply
     delivered = stack.sink.find(subject)
     assert delivered.message["X-Govmilter"].startswith("govmilter ")
@@ -21,9 +21,8 @@ def test_clean_message_is_delivered_with_govmilter_header(stack: Stack) -> None:
 
 
 def test_declared_size_above_ceiling_is_refused_at_mail_from(stack: Stack) -> None:
-    reply = stack.send(
-        "sender@example.com", ["user@bacninh.gov.vn"], message(unique("big")), source_ip="127.0.0.2", size=60_000_000
-    )
+    big = message(unique("big"))
+    reply = stack.send("sender@example.com", ["user@bacninh.gov.vn"], big, source_ip=INTERNET_CLIENT, size=60_000_000)
     assert reply.stage == "mail"
     assert reply.code == 552
     assert "5.3.4" in reply.text
@@ -39,13 +38,13 @@ def test_exception_answers_451_and_the_milter_keeps_serving(stack: Stack) -> Non
                 "sender@example.com",
                 ["user@bacninh.gov.vn"],
                 message(subject, headers={"X-Inject-Fault": fault}),
-                source_ip="127.0.0.2",
+                source_ip=INTERNET_CLIENT,
             )
             assert reply.code == 451, reply
             assert "4.3.0" in reply.text
         # the next connection is served normally by the same process
         subject = unique("after-fault")
-        reply = stack.send("sender@example.com", ["user@bacninh.gov.vn"], message(subject), source_ip="127.0.0.2")
+        reply = stack.send("sender@example.com", ["user@bacninh.gov.vn"], message(subject), source_ip=INTERNET_CLIENT)
         assert reply.accepted, reply
         assert stack.sink.find(subject).message["X-Govmilter"]
         log = stack.govmilter.log_path.read_text()
