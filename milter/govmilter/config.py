@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govmilter.clients.clamd import ClamdAddress
+
 
 class ConfigError(Exception):
     """A configuration problem, with the file, table and key it concerns."""
@@ -252,9 +254,18 @@ def _validate(config: Config) -> None:
         int(config.milter.socket_mode, 8)
     except ValueError as exc:
         raise ConfigError(f"{src}: [milter] socket_mode = {config.milter.socket_mode!r}: expected octal") from exc
-    for address in config.antivirus.clamd:
-        if not (address.startswith("unix:") or address.startswith("tcp:")):
-            raise ConfigError(f"{src}: [antivirus] clamd: {address!r}: expected unix:PATH or tcp:HOST:PORT")
+    antivirus = config.antivirus
+    for address in antivirus.clamd:
+        try:
+            ClamdAddress.parse(address)
+        except ValueError as exc:
+            raise ConfigError(f"{src}: [antivirus] {exc}") from exc
+    if antivirus.enabled and not antivirus.clamd:
+        raise ConfigError(f"{src}: [antivirus] clamd: no address (or enabled = false)")
+    if antivirus.connect_timeout <= 0 or antivirus.scan_timeout <= 0:
+        raise ConfigError(f"{src}: [antivirus] connect_timeout and scan_timeout must be positive")
+    if antivirus.breaker_failures < 1 or antivirus.breaker_cooldown < 0:
+        raise ConfigError(f"{src}: [antivirus] breaker_failures must be at least 1, breaker_cooldown not negative")
     if config.size.attachment_limit <= 0:
         raise ConfigError(f"{src}: [size] attachment_limit must be positive")
     if config.content.reject_threshold < config.content.tag_threshold:

@@ -13,6 +13,7 @@ from clamd_fixture import ClamdFactory
 from fake_clamd import FakeClamd
 from govmilter import __version__
 from govmilter.checks.antivirus import safe_signature
+from govmilter.config import ConfigError, load_config
 from govmilter.model import Action
 from govmilter.pipeline import CHECK_NAMES
 from lab_clamd import EICAR, TESTFILES, LabClamd
@@ -234,3 +235,19 @@ def test_signature_names_are_made_safe_for_replies() -> None:
     assert safe_signature("Win.Trojan.Agent-123 %s\r\nX: y") == "Win.Trojan.Agent-123__s__X:_y"
     assert safe_signature("") == "unknown"
     assert len(safe_signature("A" * 500)) == 100
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('antivirus.clamd=["tcp:127.0.0.1"]', "expected unix:PATH or tcp:HOST:PORT"),
+        ('antivirus.clamd=["/run/clamd.ctl"]', "expected unix:PATH or tcp:HOST:PORT"),
+        ("antivirus.clamd=[]", "no address"),
+        ("antivirus.scan_timeout=0", "must be positive"),
+        ("antivirus.connect_timeout=-1", "must be positive"),
+        ("antivirus.breaker_failures=0", "at least 1"),
+    ],
+)
+def test_bad_antivirus_settings_are_refused_at_load(setting: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [setting])
