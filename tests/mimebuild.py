@@ -96,13 +96,17 @@ class Attachment:
     seed: int = 1
 
 
-def _blocks(size: int, seed: int) -> Iterator[bytes]:
+_NO_LINE_ENDS = bytes.maketrans(b"\r\n", b"rn")
+
+
+def _blocks(size: int, seed: int, lines: bool = True) -> Iterator[bytes]:
     rng = random.Random(seed)
     left = size
     while left > 0:
         block = rng.randbytes(min(BLOCK, left))
         left -= len(block)
-        yield block
+        # unencoded content travels as lines: a bare CR or LF would become CRLF on the way
+        yield block if lines else block.translate(_NO_LINE_ENDS)
 
 
 def write_message(path: Path, attachments: Sequence[Attachment], body: str = "Kinh gui anh chi.") -> Path:
@@ -114,7 +118,7 @@ def write_message(path: Path, attachments: Sequence[Attachment], body: str = "Ki
         for item in attachments:
             head = leaf(b"", item.content_type, item.filename, item.encoding)
             out.write(b"--" + boundary + b"\r\n" + head)
-            for block in _blocks(item.size, item.seed):
+            for block in _blocks(item.size, item.seed, item.encoding in ("base64", "quoted-printable")):
                 if item.encoding == "base64":
                     out.write(b64(block))
                 elif item.encoding == "quoted-printable":
