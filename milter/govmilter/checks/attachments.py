@@ -171,7 +171,9 @@ def true_type(head: bytes) -> str:
 
 def reply_name(filename: str) -> str:
     """A file name fit for an SMTP reply: ASCII, no '%', bounded."""
-    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    # Vietnamese without diacritics: marks fall away in NFKD; d-with-stroke has no decomposition
+    spelled = filename.replace("\u0111", "d").replace("\u0110", "D")
+    ascii_name = unicodedata.normalize("NFKD", spelled).encode("ascii", "ignore").decode()
     return _REPLY_UNSAFE.sub("_", ascii_name)[:80] or "khong ten/unnamed"
 
 
