@@ -49,11 +49,13 @@ def read_directory(tail: bytes, total_size: int, max_names: int) -> ZipListing:
         return ZipListing(problem="archive-broken")
     _, _, _, _, count, cd_size, cd_offset, _ = _EOCD.unpack_from(tail, eocd)
     cd_end = eocd
-    if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        found = _zip64(tail, eocd)
-        if found is None:
-            return ZipListing(problem="archive-broken")
+    # zip64 end records sit between the directory and the end record; some tools write
+    # them even for small archives, so their locator is looked for every time
+    found = _zip64(tail, eocd)
+    if found is not None:
         count, cd_size, cd_end = found
+    elif count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        return ZipListing(problem="archive-broken")
     cd_start = cd_end - cd_size
     if cd_start < 0:
         problem = "archive-directory-too-large" if total_size > len(tail) else "archive-broken"

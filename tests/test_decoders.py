@@ -1,0 +1,101 @@
+"""Chunked transfer decoders: any split of the input gives the bytes of a one-piece decode."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from govmilter.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
+
+
+def run(decoder: Base64Decoder | QuotedPrintableDecoder, pieces: list[bytes]) -> bytes:
+    return b"".join(decoder.feed(p) for p in pieces) + decoder.finish()
+
+
+def splits(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.lists(st.integers(min_value=0, max_value=2000), max_size=8))
+def test_base64_any_split(data: bytes, cuts: list[int]) -> None:
+    encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    assert run(Base64Decoder(), splits(encoded, cuts)) == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.lists(st.integers(min_value=0, max_value=3000), max_size=8))
+def test_quoted_printable_any_split(data: bytes, cuts: list[int]) -> None:
+    encoded = binascii.b2a_qp(data, quotetabs=True, istext=False).replace(b"\n", b"\r\n")
+    assert run(QuotedPrintableDecoder(), splits(encoded, cuts)) == data
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded", "defect"),
+    [
+        (b"QUJD", b"ABC", ""),
+        (b"QUI", b"AB", ""),  # missing pad
+        (b"QQ", b"A", ""),
+        (b"QUJDR", b"ABC", "base64-padding"),  # a lone trailing character carries no byte
+        (b"QQ==QUI=", b"AAB", "base64-padding"),  # two padded segments glued together
+        (b"QU*J\x00D", b"ABC", "base64-junk"),
+        (b"Q\r\nU\r\nJ\r\nD\r\n", b"ABC", ""),
+    ],
+)
+def test_base64_broken_input(encoded: bytes, decoded: bytes, defect: str) -> None:
+    decoder = Base64Decoder()
+    assert run(decoder, [encoded]) == decoded
+    assert decoder.defects == ({defect} if defect else set())
+
+
+def test_identity_and_unknown() -> None:
+    assert make_decoder("8bit").feed(b"abc") == b"abc"
+    assert make_decoder("x-unknown").defects == {"unknown-transfer-encoding"}
+
+
+class Sink:
+    def __init__(self, found: list[tuple[str, bytes]], name: str):
+        self.found = found
+        self.name = name
+        self.data = b""
+
+    def take(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        self.found.append((self.name, self.data))
+
+
+@pytest.mark.parametrize("piece", [1, 3, 64, 10_000])
+def test_uuencode_blocks(piece: int) -> None:
+    one = bytes(range(256)) * 3
+    two = b"second file"
+    block_one = b"".join(binascii.b2a_uu(one[i : i + 45]) for i in range(0, len(one), 45))
+    text = (
+        b"Hello\r\nbegin 644 one.bin\r\n" + block_one.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
+        b"between\r\nbegin 600 two file.txt\r\n" + binascii.b2a_uu(two).replace(b"\n", b"\r\n") + b"end\r\n"
+        b"not begin 644 three\r\nbye\r\n"
+    )
+    found: list[tuple[str, bytes]] = []
+    scanner = UUScanner(lambda name: Sink(found, name))
+    for i in range(0, len(text), piece):
+        scanner.feed(text[i : i + piece])
+    scanner.finish()
+    assert found == [("one.bin", one), ("two file.txt", two)]
+    assert scanner.defects == set()
+
+
+def test_uuencode_without_end_is_closed_at_the_end_of_the_text() -> None:
+    found: list[tuple[str, bytes]] = []
+    scanner = UUScanner(lambda name: Sink(found, name))
+    scanner.feed(b"begin 644 a.exe\r\n" + binascii.b2a_uu(b"MZ payload"))
+    scanner.finish()
+    assert found == [("a.exe", b"MZ payload")]
+    assert scanner.defects == {"uuencode-unterminated"}
