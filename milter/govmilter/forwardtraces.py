@@ -199,8 +199,9 @@ def _first(headers: Headers, name: str) -> str:
 
 def auto_submitted(headers: Headers) -> str:
     """The Auto-Submitted keyword (RFC 3834), lower case; "no" when absent."""
-    value = _first(headers, "auto-submitted").split(";", 1)[0].strip().lower()
-    return value or "no"
+    value = re.sub(r"\([^()]*\)", " ", _first(headers, "auto-submitted"))  # comments are allowed
+    words = value.split(";", 1)[0].split()
+    return words[0].lower() if words else "no"
 
 
 def header_traces(headers: Headers, mail_from: str, trusted_relay: bool) -> list[Trace]:

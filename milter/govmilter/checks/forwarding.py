@@ -159,33 +159,42 @@ class ForwardingCheck:
         if not deciding and env.auth_user and direction == OUTBOUND:
             exempt = exempt or "authenticated-new"
 
+        scored = self._scored(direction, tx, traces, rules)
+        by_score = self._score_finding(direction, scored, rules, targets)
         hits: list[Verdict] = []
-        if crossing and not deciding:
-            hits.append(self._exempt_hit(exempt, crossing[0]))
-        scored: list[tuple[Trace, float]] = []
-        if not exempt:
-            scored = self._scored(direction, tx, traces, rules)
+        if exempt:
+            # say which exemption kept a finding from deciding; exempt mail is not scored
+            skipped = crossing[0] if crossing and not deciding else None if deciding else by_score
+            if skipped is not None:
+                hits.append(self._exempt_hit(exempt, skipped))
+            by_score = None
+        else:
             hits.extend(
-                Verdict(Action.CONTINUE, self.name, rule=f"score-{t.name}", score=w, reason=t.detail)
-                for t, w in scored
+                Verdict(Action.CONTINUE, self.name, rule=f"score-{t.name}", score=w, reason=t.detail) for t, w in scored
             )
         if deciding:
             deciding.sort(key=lambda f: -int(f.trace.strength))
             hits.append(self._decide(tx, deciding[0], rules))
-        elif scored and rules.score_threshold > 0:
-            total = sum(w for _, w in scored)
-            if total >= rules.score_threshold:
-                named = next((t for t, _ in scored if t.forwarder), None)
-                trace = Trace(
-                    "score",
-                    Strength.INFERENCE,
-                    named.forwarder if named else "",
-                    f"evidence {'+'.join(t.name for t, _ in scored)} = {total:g} >= {rules.score_threshold:g}",
-                )
-                cls = self.forwarder_class(direction, trace)
-                if self.crosses(direction, cls):
-                    hits.append(self._decide(tx, Finding(direction, trace, cls, targets), rules))
+        elif by_score is not None:
+            hits.append(self._decide(tx, by_score, rules))
         return hits
+
+    def _score_finding(
+        self, direction: str, scored: list[tuple[Trace, float]], rules: ForwardingRules, targets: tuple[str, ...]
+    ) -> Finding | None:
+        """Weak evidence that adds up to the rule file's threshold decides like a strong trace."""
+        total = sum(w for _, w in scored)
+        if not scored or rules.score_threshold <= 0 or total < rules.score_threshold:
+            return None
+        named = next((t for t, _ in scored if t.forwarder), None)
+        trace = Trace(
+            "score",
+            Strength.INFERENCE,
+            named.forwarder if named else "",
+            f"evidence {'+'.join(t.name for t, _ in scored)} = {total:g} >= {rules.score_threshold:g}",
+        )
+        cls = self.forwarder_class(direction, trace)
+        return Finding(direction, trace, cls, targets) if self.crosses(direction, cls) else None
 
     def _scored(
         self, direction: str, tx: Transaction, traces: list[Trace], rules: ForwardingRules
