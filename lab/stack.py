@@ -15,6 +15,7 @@ import email.message
 import email.policy
 import hashlib
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -33,6 +34,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 TESTFILES = Path("/usr/share/clamav-testfiles")
 SYSTEM_CLAMAV_DB = Path("/var/lib/clamav")
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.I | re.M)
 
 # DNS test entries: RFC 5782 test points as the public lists publish them
 DNS_RECORDS = (
@@ -202,6 +204,7 @@ class Sink:
 
         self.port = port
         self.messages: list[Delivered] = []
+        self.by_message_id: dict[str, Delivered] = {}
         self.changed = threading.Condition()
         sink = self
 
@@ -218,8 +221,11 @@ class Sink:
                     path.write_bytes(item.data)
                     if announce:
                         print(f"sink: delivered from=<{item.mail_from}> to={item.rcpts} -> {path}", flush=True)
+                found = MESSAGE_ID.search(item.data)
                 with sink.changed:
                     sink.messages.append(item)
+                    if found:
+                        sink.by_message_id[found.group(1).decode(errors="replace")] = item
                     sink.changed.notify_all()
                 return "250 OK"
 
@@ -244,6 +250,17 @@ class Sink:
                 if remaining <= 0:
                     raise TimeoutError("the sink received no matching message")
                 self.changed.wait(remaining)
+
+    def find_id(self, message_id: str, timeout: float = 30) -> Delivered:
+        """The delivered message with this Message-ID (without angle brackets)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while message_id not in self.by_message_id:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the sink received no message <{message_id}>")
+                self.changed.wait(remaining)
+            return self.by_message_id[message_id]
 
     def find(self, marker: str, timeout: float = 30) -> Delivered:
         """The delivered message whose bytes contain `marker` (a unique Message-ID or subject)."""

@@ -26,6 +26,8 @@ class Outgoing:
     rcpts: tuple[str, ...]
     data: bytes
     source_ip: str = INTERNET_CLIENT
+    declared_size: int | None = None  # SIZE= at MAIL FROM
+    expect: int = 250  # the reply this message should get: 250 (delivered) or a refusal code
 
 
 def _outgoing(kind: str, content_type: str, body: str, source_ip: str) -> Outgoing:
@@ -79,7 +81,8 @@ def send_all(
     replies: list[Reply | None] = [None] * len(messages)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [
-            pool.submit(stack.send, m.mail_from, list(m.rcpts), m.data, source_ip=m.source_ip) for m in messages
+            pool.submit(stack.send, m.mail_from, list(m.rcpts), m.data, source_ip=m.source_ip, size=m.declared_size)
+            for m in messages
         ]
         if during is not None:
             while sum(f.done() for f in futures) < after:
@@ -104,7 +107,7 @@ def account(stack: Stack, messages: Sequence[Outgoing], replies: Sequence[Reply]
     deadline = time.monotonic() + timeout
     for message, reply in waiting:
         try:
-            stack.sink.find(message.marker, timeout=max(0.1, deadline - time.monotonic()))
+            stack.sink.find_id(f"{message.marker}@test.example", timeout=max(0.1, deadline - time.monotonic()))
             outcome.delivered += 1
         except TimeoutError:
             outcome.lost.append((message.marker, reply))
