@@ -15,7 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("govmilter.httpd")
 
@@ -48,7 +49,9 @@ def start(listen: str, registry: CollectorRegistry, health: Health) -> Threading
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 probe(health)  # refreshes the up/down gauges before they are read
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                # text format 0.0.4 unless the scraper asks for OpenMetrics or text 1.0.0
+                encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._send(200, content_type, encode(registry))
             elif path == "/health":
                 report = probe(health)
                 body = json.dumps(report, sort_keys=True).encode() + b"\n"
