@@ -107,6 +107,12 @@ class DnsblConfig:
     resolver: str = "127.0.0.1"
     resolver_port: int = 53
     budget: float = 2.0  # total seconds all lookups of one message may take
+    workers: int = 16  # lookup threads shared by all connections
+    cache_entries: int = 10000  # answers kept for their TTL
+    negative_ttl: float = 300.0  # seconds "not listed" is kept when the answer carries no SOA
+    max_uri_domains: int = 20  # link domains looked up per message
+    breaker_rounds: int = 3  # rounds in a row with no answer at all before lookups pause (0 = never)
+    breaker_cooldown: float = 10.0  # seconds lookups pause after a silent resolver
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class ContentConfig:
     reject_threshold: float = 10.0  # score at which the message is refused
     reply_code: str = "550"
     reply_enhanced: str = "5.7.1"
+    gtube: bool = True  # the GTUBE test string scores 1000 (an end-to-end test of the reject path)
 
 
 @dataclass(frozen=True)
@@ -268,6 +275,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [antivirus] breaker_failures must be at least 1, breaker_cooldown not negative")
     if config.size.attachment_limit <= 0:
         raise ConfigError(f"{src}: [size] attachment_limit must be positive")
+    if config.dnsbl.budget <= 0 or config.dnsbl.workers < 1 or config.dnsbl.max_uri_domains < 0:
+        raise ConfigError(f"{src}: [dnsbl] budget and workers must be positive, max_uri_domains not negative")
     if config.content.reject_threshold < config.content.tag_threshold:
         raise ConfigError(f"{src}: [content] reject_threshold must not be below tag_threshold")
     if config.metrics.listen:

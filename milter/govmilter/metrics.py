@@ -133,7 +133,7 @@ class Metrics:
         # spam: DNS and content rules
         self.dns_lookups = Counter(
             "govmilter_dns_lookups_total",
-            "DNS blocklist lookups, by zone and result (listed, clean, timeout, error, cached)",
+            "DNS blocklist lookups, by zone and result (listed, clean, timeout, error, skipped, cached)",
             ["zone", "result"],
             registry=r,
         )

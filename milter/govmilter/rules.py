@@ -62,6 +62,33 @@ class RuleFile:
     def problem(self, rule_id: str, message: str) -> RuleProblem:
         return RuleProblem(self.path, self.line_of(rule_id), rule_id, message)
 
+    def entry_line(self, table: str, index: int, key: str = "") -> int:
+        """The line of the index-th (0-based) `[[table]]` entry, or of `key = ...` inside it.
+
+        tomllib gives no positions; this finds the header text (1 if not found).
+        """
+        header = re.compile(r"^[ \t]*\[\[[ \t]*" + re.escape(table) + r"[ \t]*\]\]", re.M)
+        starts = [m.start() for m in header.finditer(self.text)]
+        if index >= len(starts):
+            return 1
+        start = starts[index]
+        line = self.text.count("\n", 0, start) + 1
+        if key:
+            end = self.text.find("\n[", start + 1)
+            body = self.text[start : end if end >= 0 else len(self.text)]
+            match = re.search(r"^[ \t]*" + re.escape(key) + r"[ \t]*=", body, re.M)
+            if match:
+                line += body.count("\n", 0, match.start())
+        return line
+
+    def key_line(self, key: str) -> int:
+        """The line of a top-level `key = ...` (1 if not found)."""
+        match = re.search(r"^[ \t]*" + re.escape(key) + r"[ \t]*=", self.text, re.M)
+        return self.text.count("\n", 0, match.start()) + 1 if match else 1
+
+    def entry_problem(self, table: str, index: int, rule_id: str, message: str, key: str = "") -> RuleProblem:
+        return RuleProblem(self.path, self.entry_line(table, index, key), rule_id, message)
+
 
 # A compiler turns every file of its kind into the object its check reads.
 Compiler = Callable[[Sequence[RuleFile]], Any]

@@ -1,0 +1,334 @@
+"""The dnsbl check: DNS blocklists of client IPs, sender domains and link domains.
+
+Zones, the return codes that count and their weights are in rule files of
+kind "dnsbl". A listing records a CONTINUE hit carrying the zone's weight,
+which the content check adds to the message score; a zone with
+`reject = true` refuses at once. Client IPs and sender domains are looked up
+at MAIL FROM (the authenticated user is known there), link domains at end of
+message. One time budget covers all lookups of a message; a zone that does
+not answer in time is skipped and counted, it never holds mail back.
+Trusted internal relays and authenticated users are not looked up.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from govmilter.checks.ruletables import entries
+from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Mode, Stage, Transaction, Verdict
+from govmilter.rules import RuleErrors, RuleFile, RuleProblem
+
+RULE_KIND = "dnsbl"
+ZONE_TYPES = ("ip", "rhsbl", "uribl")
+ZONE_KEYS = frozenset({"id", "description", "zone", "type", "codes", "mask", "weight", "mode", "reject", "ipv6"})
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
+# hosts of links: scheme://[userinfo@]host, or a bare www.host
+_URL_HOST = re.compile(r"(?:\b(?:https?|ftp)://(?:[^\s/?#@<>\"']*@)?|\bwww\.)([^\s/?#:<>\"'\\)\]}|,;]+)", re.I)
+_TRAILING = re.compile(r"[^\w]+$")
+# second-level names under which registrations sit one level deeper (a short list, not the PSL)
+_TWO_LEVEL = frozenset(
+    """com.vn net.vn org.vn edu.vn gov.vn ac.vn info.vn biz.vn name.vn pro.vn health.vn int.vn
+    co.uk org.uk ac.uk gov.uk com.au net.au org.au co.jp ne.jp or.jp com.cn net.cn org.cn
+    com.br com.tw com.hk com.sg com.my co.kr co.in co.id co.th com.ru co.za com.tr com.mx""".split()
+)
+
+
+@dataclass(frozen=True)
+class Zone:
+    id: str
+    zone: str  # "zen.spamhaus.org"
+    type: str  # ip | rhsbl | uribl
+    codes: tuple[tuple[int, int], ...]  # inclusive ranges of returned IPv4 addresses that count
+    mask: int  # bitmask zones: a returned address with one of these bits counts (0 = use codes)
+    weight: float
+    mode: Mode
+    reject: bool
+    ipv6: bool
+    description: str
+
+    def counts(self, addresses: Iterable[str]) -> list[str]:
+        """The returned addresses that mean 'listed' for this rule."""
+        hits = []
+        for address in addresses:
+            try:
+                value = int(ipaddress.IPv4Address(address))
+            except ValueError:
+                continue
+            if self.mask:
+                if value & self.mask:
+                    hits.append(address)
+            elif any(low <= value <= high for low, high in self.codes):
+                hits.append(address)
+        return hits
+
+
+@dataclass(frozen=True)
+class DnsblRules:
+    zones: tuple[Zone, ...] = ()
+
+    def of_type(self, kind: str) -> tuple[Zone, ...]:
+        return tuple(z for z in self.zones if z.type == kind)
+
+
+def compile_rules(files: Sequence[RuleFile]) -> DnsblRules:
+    problems: list[RuleProblem] = []
+    zones: list[Zone] = []
+    for entry in entries(files, "zone", ZONE_KEYS, problems):
+        before = len(problems)
+        zone_name = entry.text("zone", required=True).lower().rstrip(".")
+        if zone_name and not _HOSTNAME.match(zone_name):
+            entry.problem(f"zone = {zone_name!r}: expected a DNS name", "zone")
+        kind = entry.choice("type", ZONE_TYPES, "ip")
+        codes = _parse_codes(entry.strings("codes"), entry.problem)
+        mask = entry.data.get("mask", 0)
+        if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask < 2**32:
+            entry.problem(f"mask = {mask!r}: expected an integer bitmask", "mask")
+            mask = 0
+        if bool(codes) == bool(mask):
+            entry.problem("give exactly one of codes (addresses or ranges that count) or mask (bitmask zones)")
+        weight = entry.number("weight", 0.0)
+        zone = Zone(
+            id=entry.id,
+            zone=zone_name,
+            type=kind,
+            codes=codes,
+            mask=mask,
+            weight=weight,
+            mode=entry.mode(),
+            reject=entry.flag("reject", False),
+            ipv6=entry.flag("ipv6", True),
+            description=entry.text("description"),
+        )
+        if len(problems) == before:
+            zones.append(zone)
+    if problems:
+        raise RuleErrors(problems)
+    return DnsblRules(tuple(zones))
+
+
+def _parse_codes(values: Sequence[str], report: Callable[[str, str], None]) -> tuple[tuple[int, int], ...]:
+    ranges: list[tuple[int, int]] = []
+    for value in values:
+        low_text, _, high_text = value.partition("-")
+        try:
+            low = int(ipaddress.IPv4Address(low_text.strip()))
+            high = int(ipaddress.IPv4Address(high_text.strip())) if high_text else low
+        except ValueError:
+            report(f"codes: {value!r}: expected an IPv4 address or a range a.b.c.d-e.f.g.h", "codes")
+            continue
+        if high < low:
+            report(f"codes: {value!r}: the range ends before it starts", "codes")
+            continue
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+# ---- names to look up ----------------------------------------------------------------------
+
+
+def reversed_ip(address: str) -> str | None:
+    """`127.0.0.2` -> `2.0.0.127`; IPv6 as 32 reversed nibbles; None if not an address."""
+    try:
+        ip = ipaddress.ip_address(address.strip().removeprefix("IPv6:").strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.reverse_pointer.rsplit(".", 2)[0]  # drop in-addr.arpa / ip6.arpa
+
+
+def normal_domain(host: str) -> str | None:
+    """A host name as DNS spells it, lower-case ASCII; None when it is not a host name."""
+    host = _TRAILING.sub("", host.strip().lower())  # "example.com." or "example.com!" ends a sentence
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return host if _HOSTNAME.match(host) else None
+
+
+def registered_domain(host: str) -> str:
+    """The name a registrant holds: `a.b.example.com.vn` -> `example.com.vn`."""
+    labels = host.split(".")
+    keep = 3 if ".".join(labels[-2:]) in _TWO_LEVEL else 2
+    return ".".join(labels[-keep:])
+
+
+def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
+    """The domain is one of the names or under one of them."""
+    return any(domain == s or domain.endswith("." + s) for s in suffixes)
+
+
+def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[str]:
+    """Registered domains of the links in the texts, first seen first, without ours."""
+    found: dict[str, None] = {}
+    for text in texts:
+        for match in _URL_HOST.finditer(html.unescape(text)):
+            raw = match.group(0)
+            host = match.group(1)
+            if raw.lower().startswith("www."):
+                host = "www." + host
+            domain = normal_domain(host)
+            if domain is None or _is_ip(domain):
+                continue
+            base = registered_domain(domain)
+            if is_ours(domain, skip) or is_ours(base, skip):
+                continue
+            found.setdefault(base)
+            if len(found) >= limit:
+                return list(found)
+    return list(found)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- the check -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    zone: Zone
+    subject: str  # what is listed: the IP or the domain
+    name: str  # the DNS name asked
+
+
+class DnsblCheck:
+    name = "dnsbl"
+    stages = frozenset({Stage.MAIL, Stage.EOM})
+
+    def __init__(
+        self,
+        client: BlocklistResolver,
+        metrics: Metrics,
+        *,
+        budget: float,
+        own_domains: Sequence[str],
+        max_uri_domains: int,
+    ):
+        self.client = client
+        self.metrics = metrics
+        self.budget = budget
+        self.own_domains = tuple(d.lower().rstrip(".") for d in own_domains)
+        self.max_uri_domains = max_uri_domains
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        rules = tx.ruleset.get(RULE_KIND)
+        if not isinstance(rules, DnsblRules) or not rules.zones or tx.envelope.internal:
+            return []
+        if stage is Stage.MAIL:
+            envelope = tx.envelope
+            queries = self._ip_queries(rules, envelope.client_ip) + self._sender_queries(rules, envelope.mail_from)
+        else:
+            zones = rules.of_type("uribl")
+            if not zones:
+                return []
+            texts = [part.text for part in tx.facts().texts]
+            domains = link_domains(texts, self.own_domains, self.max_uri_domains)
+            queries = [Query(z, d, f"{d}.{z.zone}") for z in zones for d in domains]
+        if not queries:
+            return []
+        return self._ask(queries, tx)
+
+    def _ip_queries(self, rules: DnsblRules, client_ip: str) -> list[Query]:
+        reversed_name = reversed_ip(client_ip)
+        if reversed_name is None:
+            return []
+        v6 = reversed_name.count(".") > 3  # 32 nibbles, not 4 octets
+        return [
+            Query(z, client_ip, f"{reversed_name}.{z.zone}") for z in rules.of_type("ip") if z.ipv6 or not v6
+        ]
+
+    def _sender_queries(self, rules: DnsblRules, mail_from: str) -> list[Query]:
+        _, at, host = mail_from.rpartition("@")
+        domain = normal_domain(host) if at else None
+        if domain is None or is_ours(domain, self.own_domains):
+            return []
+        return [Query(z, domain, f"{domain}.{z.zone}") for z in rules.of_type("rhsbl")]
+
+    def _ask(self, queries: list[Query], tx: Transaction) -> list[Verdict]:
+        spent: float = tx.scratch.get("dnsbl_spent", 0.0)
+        started = time.monotonic()
+        answers = self.client.lookup([q.name for q in queries], self.budget - spent)
+        tx.scratch["dnsbl_spent"] = spent + (time.monotonic() - started)
+        verdicts: list[Verdict] = []
+        counted: set[tuple[str, str]] = set()
+        for query in queries:
+            answer = answers.get(query.name.lower(), Answer("error"))
+            if (query.zone.zone, query.name) not in counted:  # one lookup, one count per zone
+                counted.add((query.zone.zone, query.name))
+                result = "cached" if answer.cached else answer.status
+                self.metrics.dns_lookups.labels(zone=query.zone.zone, result=result).inc()
+            if answer.status != LISTED:
+                continue
+            codes = query.zone.counts(answer.addresses)
+            if codes:
+                verdicts.append(listed_verdict(query, codes))
+        # score hits first: the pipeline stops at the first enforced refusal
+        verdicts.sort(key=lambda v: v.action is Action.REJECT)
+        return verdicts
+
+
+_WHAT = {
+    "ip": ("Dia chi may gui", "client"),
+    "rhsbl": ("Ten mien nguoi gui", "sender domain"),
+    "uribl": ("Lien ket toi ten mien", "link domain"),
+}
+
+
+def listed_verdict(query: Query, codes: Sequence[str]) -> Verdict:
+    zone = query.zone
+    vi, en = _WHAT[zone.type]
+    reason = f"{en} {query.subject} listed by {zone.zone} ({', '.join(codes)})"
+    if not zone.reject:
+        return Verdict(Action.CONTINUE, "dnsbl", rule=zone.id, mode=zone.mode, score=zone.weight, reason=reason)
+    return Verdict(
+        Action.REJECT,
+        "dnsbl",
+        rule=zone.id,
+        code="550",
+        enhanced="5.7.1",
+        text=(
+            f"{vi} {query.subject} nam trong danh sach chan thu rac {zone.zone} (QD 06/2022 Dieu 10.2.c)"
+            f" - {en} {query.subject} is listed by {zone.zone}"
+        ),
+        mode=zone.mode,
+        score=zone.weight,
+        reason=reason,
+    )
+
+
+def build(config: Config, metrics: Metrics) -> DnsblCheck:
+    settings = config.dnsbl
+    client = DnsClient(
+        settings.resolver,
+        settings.resolver_port,
+        workers=settings.workers,
+        cache_entries=settings.cache_entries,
+        negative_ttl=settings.negative_ttl,
+        breaker_rounds=settings.breaker_rounds,
+        breaker_cooldown=settings.breaker_cooldown,
+    )
+    return DnsblCheck(
+        client,
+        metrics,
+        budget=settings.budget,
+        own_domains=(*config.domains.local, *config.domains.government),
+        max_uri_domains=settings.max_uri_domains,
+    )

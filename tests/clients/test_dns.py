@@ -1,0 +1,136 @@
+"""The blocklist resolver against a real dnsmasq, a server that never answers and a closed port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dns_fixture import LabDns, SilentDns, free_dual_port, lab_dns, silent_dns  # noqa: F401
+
+from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, DnsClient, TTLCache
+
+LISTED_NAME = "2.0.0.127.zen.spamhaus.org"
+
+
+@pytest.fixture
+def client_factory() -> Iterator[type[DnsClient]]:
+    made: list[DnsClient] = []
+
+    class Made(DnsClient):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    yield Made
+    for client in made:
+        client.close()
+
+
+def test_listed_name_answers_its_address(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port)
+    answers = client.lookup([LISTED_NAME, "2.0.0.127.ZEN.spamhaus.org."], budget=5)
+    assert answers == {LISTED_NAME: Answer(LISTED, ("127.0.0.2",))}  # one question for both spellings
+
+
+def test_unlisted_name_is_clean(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port)
+    assert client.lookup(["9.9.0.127.zen.spamhaus.org"], budget=5)["9.9.0.127.zen.spamhaus.org"].status == CLEAN
+
+
+def test_many_names_in_one_call(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port, workers=4)
+    names = [f"{i}.1.0.127.zen.spamhaus.org" for i in range(30)] + [LISTED_NAME, "dbltest.com.dbl.spamhaus.org"]
+    answers = client.lookup(names, budget=10)
+    assert len(answers) == len(names)
+    assert answers[LISTED_NAME].status == LISTED
+    assert answers["dbltest.com.dbl.spamhaus.org"].addresses == ("127.0.1.2",)
+    assert {answers[n].status for n in names[:30]} == {CLEAN}
+
+
+def test_answers_are_cached_for_their_ttl_and_survive_the_server(tmp_path: Path) -> None:
+    server = LabDns(tmp_path / "dns", ttl=300).start()
+    client = DnsClient("127.0.0.1", server.port, negative_ttl=300)
+    try:
+        first = client.lookup([LISTED_NAME, "8.8.0.127.zen.spamhaus.org"], budget=5)
+        assert not first[LISTED_NAME].cached
+        server.stop()  # from now on only the cache can answer
+        again = client.lookup([LISTED_NAME, "8.8.0.127.zen.spamhaus.org", "7.7.0.127.zen.spamhaus.org"], budget=2)
+        assert again[LISTED_NAME] == Answer(LISTED, ("127.0.0.2",), cached=True)
+        assert again["8.8.0.127.zen.spamhaus.org"] == Answer(CLEAN, cached=True)  # negative answers too
+        # a name never asked before finds the port closed: an error at once, not a timeout
+        assert again["7.7.0.127.zen.spamhaus.org"].status == ERROR
+    finally:
+        server.stop()
+        client.close()
+
+
+def test_zero_ttl_and_failures_are_not_cached(tmp_path: Path) -> None:
+    server = LabDns(tmp_path / "dns", ttl=0).start()
+    client = DnsClient("127.0.0.1", server.port, negative_ttl=0)
+    try:
+        client.lookup([LISTED_NAME, "8.8.0.127.zen.spamhaus.org"], budget=5)
+        assert len(client.cache) == 0
+        again = client.lookup([LISTED_NAME], budget=5)
+        assert again[LISTED_NAME] == Answer(LISTED, ("127.0.0.2",))
+    finally:
+        server.stop()
+        client.close()
+
+
+def test_cache_entries_expire_and_stay_bounded() -> None:
+    cache = TTLCache(max_entries=3)
+    cache.put("short", Answer(CLEAN), ttl=0.05)
+    time.sleep(0.1)
+    assert cache.get("short") is None
+    for i in range(5):
+        cache.put(f"n{i}", Answer(CLEAN), ttl=60)
+    assert len(cache) == 3
+    assert cache.get("n0") is None and cache.get("n4") == Answer(CLEAN)
+
+
+def test_closed_port_is_an_error_not_a_wait(client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", free_dual_port())
+    answers = client.lookup([LISTED_NAME], budget=30)
+    assert answers[LISTED_NAME].status == ERROR
+
+
+def test_silent_server_costs_at_most_the_budget(silent_dns: SilentDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", silent_dns.port)
+    budget = 0.6
+    started = time.monotonic()
+    answers = client.lookup([LISTED_NAME, "dbltest.com.dbl.spamhaus.org", "x.multi.uribl.com"], budget=budget)
+    elapsed = time.monotonic() - started
+    assert {a.status for a in answers.values()} == {TIMEOUT}
+    assert silent_dns.received >= 3  # the queries were sent, and dropped
+    assert budget <= elapsed < budget + 1.5  # generous margin for a busy machine
+
+
+def test_silent_server_opens_the_breaker(silent_dns: SilentDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", silent_dns.port, breaker_rounds=2, breaker_cooldown=60)
+    for _ in range(2):
+        assert client.lookup([LISTED_NAME], budget=0.2)[LISTED_NAME].status == TIMEOUT
+    assert client.resolver_down()
+    received = silent_dns.received
+    assert client.lookup([LISTED_NAME], budget=5)[LISTED_NAME].status == SKIPPED
+    time.sleep(0.3)
+    assert silent_dns.received == received  # nothing was asked while the breaker is open
+
+
+def test_an_answer_resets_the_silent_count(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port, breaker_rounds=1, breaker_cooldown=60)
+    client.lookup([LISTED_NAME], budget=5)
+    assert not client.resolver_down()
+
+
+def test_spent_budget_asks_nothing(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port)
+    assert client.lookup([LISTED_NAME], budget=0)[LISTED_NAME].status == SKIPPED
+    assert len(client.cache) == 0
+
+
+def test_a_name_dns_cannot_carry_is_an_error(lab_dns: LabDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", lab_dns.port)
+    name = "a" * 70 + ".zen.spamhaus.org"
+    assert client.lookup([name], budget=5)[name].status == ERROR
