@@ -102,6 +102,8 @@ def test_shipped_rules_refuse(shipped: Harness, data: bytes, name: str, kind: st
         (b"ten,tuoi\r\nA,30\r\n", "danh sach.csv", "text/csv"),
         (PDF, "bao.cao.2024.pdf", "application/pdf"),  # dots in a name are not a double extension
         (PDF, "baocao.pdf.zip.pdf", "application/pdf"),
+        # libmagic calls any file whose first byte is 0xEB a "DOS executable (COM)": not a program
+        (b"\xeb\x01\x90\r" + random_bytes(5000, seed=198), "du lieu.dat", "application/octet-stream"),
     ],
 )
 def test_shipped_rules_let_documents_through(shipped: Harness, data: bytes, name: str, kind: str) -> None:

@@ -163,10 +163,15 @@ def true_type(head: bytes) -> str:
     if not head:
         return ""
     try:
-        return str(magic.from_buffer(head, mime=True)).lower()
+        kind = str(magic.from_buffer(head, mime=True)).lower()
     except Exception:  # libmagic on hostile bytes: unknown type, the other rules still apply
         log.warning("libmagic failed on a part head", exc_info=True)
         return ""
+    if kind == "application/x-dosexec" and not head.startswith(b"MZ"):
+        # libmagic's guess "DOS executable (COM)" from a first byte 0xEB or 0xE9 alone: it fires on
+        # one compressed or encrypted file in a hundred, and 16-bit programs no longer run anyway
+        return "application/octet-stream"
+    return kind
 
 
 def reply_name(filename: str) -> str:

@@ -1,0 +1,277 @@
+"""`make bench-memory`: the milter's memory with big messages in flight and over many messages.
+
+A private Postfix (relaying to Postfix's smtp-sink, which discards) runs
+govmilter with every check on and the shipped rules, on a real clamd and
+dnsmasq. The milter's RSS is read from /proc:
+
+1. steady state: a mix of everyday messages (text, HTML, PDF, zip, a refused
+   program, a virus, a uuencoded file) sent over 8 sessions; RSS after 1 000
+   and after 5 000 messages. The target is no growth.
+2. big messages: 20 messages of 25 MB (an 18 MiB attachment in base64) in
+   flight at once; the peak RSS (VmHWM, and VmRSS sampled every 20 ms). The
+   target is a peak under 120 MB.
+
+The walk alone (no daemon) is measured first with tracemalloc, on the same
+25 MB message: Python heap at its peak while walking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import random
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+sys.path.insert(0, str(ROOT / "milter"))
+
+from govmilter.mime import walk  # noqa: E402
+from stack import EICAR, TESTFILES, Clamd, Dns, Govmilter, Postfix, free_dns_port, free_port, port_open, wait_until  # noqa: E402
+
+CLIENT = "127.0.0.3"  # an Internet client: every check runs (127.0.0.2 is DNS-listed)
+MIB = 1024 * 1024
+
+
+# ---- messages ---------------------------------------------------------------------------------
+
+
+def _entity(body: bytes, content_type: str, name: str = "", encoding: str = "base64") -> bytes:
+    head = f"Content-Type: {content_type}" + (f'; name="{name}"' if name else "") + "\r\n"
+    if name:
+        head += f'Content-Disposition: attachment; filename="{name}"\r\n'
+    head += f"Content-Transfer-Encoding: {encoding}\r\n\r\n"
+    if encoding == "base64":
+        body = base64.encodebytes(body).replace(b"\n", b"\r\n")
+    return head.encode() + body
+
+
+def _message(number: int, *parts: bytes) -> bytes:
+    top = (
+        f"From: <sender{number % 50}@example.com>\r\nTo: <user@bacninh.gov.vn>\r\n"
+        f"Subject: bench {number}\r\nMessage-ID: <bench-{number}-{random.getrandbits(40):x}@example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+    ).encode()
+    if len(parts) == 1:
+        return top + parts[0]
+    boundary = f"=_bench_{number}"
+    body = b"".join(f"--{boundary}\r\n".encode() + part + b"\r\n" for part in parts)
+    return top + f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode() + body + (
+        f"--{boundary}--\r\n".encode()
+    )
+
+
+def everyday(number: int) -> bytes:
+    """One of eight kinds of message, in turn."""
+    rng = random.Random(number)
+    text = _entity(f"Kinh gui anh chi, van ban so {number}.\r\n".encode() * 20, "text/plain; charset=utf-8", "", "8bit")
+    kind = number % 8
+    if kind == 0:
+        return _message(number, text)
+    if kind == 1:
+        html = _entity(b"<p>Kinh gui</p>" * 200, "text/html; charset=utf-8", "", "quoted-printable")
+        return _message(number, text, html)
+    if kind == 2:
+        return _message(number, text, _entity(b"%PDF-1.4\n" + rng.randbytes(50_000), "application/pdf", "bc.pdf"))
+    if kind == 3:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("bao cao.docx", rng.randbytes(10_000))
+            archive.writestr("bang.xlsx", rng.randbytes(10_000))
+        return _message(number, text, _entity(buffer.getvalue(), "application/zip", "ho so.zip"))
+    if kind == 4:  # refused by the attachment rules
+        return _message(number, text, _entity((TESTFILES / "clam.exe").read_bytes(), "application/pdf", "hd.pdf"))
+    if kind == 5:  # refused by clamd
+        return _message(number, text, _entity(EICAR, "application/octet-stream", "eicar.txt"))
+    if kind == 6:
+        payload = rng.randbytes(9_000)
+        lines = b"".join(binascii.b2a_uu(payload[i : i + 45]) for i in range(0, len(payload), 45))
+        uu = (b"Tep kem:\nbegin 644 bang.xls\n" + lines + b"`\nend\n").replace(b"\n", b"\r\n")
+        return _message(number, _entity(uu, "text/plain", "", "7bit"))
+    return _message(number, text, _entity(rng.randbytes(200_000), "image/jpeg", "anh.jpg"))
+
+
+def big(number: int, attachment: int) -> bytes:
+    return _message(number, _entity(b"x" * 100, "text/plain", "", "7bit"),
+                    _entity(random.Random(number).randbytes(attachment), "application/pdf", "lon.pdf"))  # fmt: skip
+
+
+def send(port: int, data: bytes) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=600, source_address=(CLIENT, 0)) as client:
+        client.ehlo("bench.example")
+        client.mail("sender@example.com")
+        client.rcpt("user@bacninh.gov.vn")
+        try:
+            code, _ = client.data(data)
+        except smtplib.SMTPDataError as exc:
+            code = exc.smtp_code
+    return code
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+
+
+def status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def mb(kb: int) -> float:
+    return round(kb / 1024, 1)
+
+
+class Sampler:
+    """The highest VmRSS seen, read every 20 ms in a thread."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, status_kb(self.pid, "VmRSS"))
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def walk_alone(data: bytes) -> dict[str, float]:
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(data), 65536):
+            yield data[i : i + 65536]
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    facts = walk(chunks())
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "message_mb": round(len(data) / 1e6, 1),
+        "attachment_bytes": facts.attachment_bytes,
+        "seconds": round(elapsed, 3),
+        "python_heap_peak_mb": round(peak / MIB, 2),
+    }
+
+
+def run_many(port: int, numbers: range, sessions: int, make: Callable[[int], bytes]) -> dict[int, int]:
+    codes: dict[int, int] = {}
+    with ThreadPoolExecutor(sessions) as pool:
+        for code in pool.map(lambda n: send(port, make(n)), numbers):
+            codes[code] = codes.get(code, 0) + 1
+    return codes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=5000, help="everyday messages (RSS read at 1000 and here)")
+    parser.add_argument("--big", type=int, default=20, help="big messages in flight at once")
+    parser.add_argument("--big-attachment", type=int, default=18 * MIB, help="decoded bytes per big message")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+
+    figures: dict[str, object] = {"walk_alone": walk_alone(big(0, args.big_attachment))}
+    print("walk alone:", figures["walk_alone"], flush=True)
+
+    root = Path(tempfile.mkdtemp(prefix="govmilter-bench-memory-"))
+    root.chmod(0o755)
+    smtp_port, sink_port, dns_port, metrics_port = free_port(), free_port(), free_dns_port(), free_port()
+    clamd = Clamd(root / "clamd")
+    dns = Dns(root / "dns", dns_port)
+    milter_dir = root / "milter"
+    milter_dir.mkdir(mode=0o755)
+    socket = f"unix:{milter_dir}/g.sock"
+    govmilter = Govmilter(
+        root / "govmilter",
+        {
+            "milter.socket": f'"{socket}"',
+            "milter.spool_dir": f'"{root}"',
+            "rules.dir": f'"{ROOT / "rules"}"',
+            "antivirus.clamd": f'["unix:{clamd.socket}"]',
+            "dnsbl.resolver": '"127.0.0.1"',
+            "dnsbl.resolver_port": str(dns_port),
+            "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+            "log.level": '"warning"',
+        },
+    )
+    postfix = Postfix(root / "postfix", smtp_port, sink_port, socket, extra=["in_flow_delay = 0"])
+    sink = subprocess.Popen(["smtp-sink", "-u", "root", f"127.0.0.1:{sink_port}", "1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until(lambda: port_open(sink_port), 10, "smtp-sink")
+        clamd.start()
+        dns.start()
+        govmilter.start()
+        postfix.start()
+        assert govmilter.proc is not None
+        pid = govmilter.proc.pid
+        figures["rss_start_mb"] = mb(status_kb(pid, "VmRSS"))
+
+        first = min(1000, args.messages)
+        codes = run_many(smtp_port, range(first), 8, everyday)
+        time.sleep(1)
+        figures["rss_after_1000_mb"] = mb(status_kb(pid, "VmRSS"))
+        print(f"after {first}: rss {figures['rss_after_1000_mb']} MB, replies {codes}", flush=True)
+        more = run_many(smtp_port, range(first, args.messages), 8, everyday)
+        for code, count in more.items():
+            codes[code] = codes.get(code, 0) + count
+        time.sleep(1)
+        figures["rss_after_5000_mb"] = mb(status_kb(pid, "VmRSS"))
+        figures["everyday_replies"] = codes
+        print(f"after {args.messages}: rss {figures['rss_after_5000_mb']} MB, replies {codes}", flush=True)
+
+        messages = [big(n, args.big_attachment) for n in range(args.big)]
+        figures["big_message_mb"] = round(len(messages[0]) / 1e6, 1)
+        with Sampler(pid) as sampler:
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.big) as pool:
+                big_codes = list(pool.map(lambda data: send(smtp_port, data), messages))
+            figures["big_seconds"] = round(time.perf_counter() - started, 1)
+        figures["big_replies"] = {code: big_codes.count(code) for code in set(big_codes)}
+        figures["peak_rss_sampled_mb"] = mb(sampler.peak)
+        figures["peak_rss_vmhwm_mb"] = mb(status_kb(pid, "VmHWM"))
+        figures["rss_after_big_mb"] = mb(status_kb(pid, "VmRSS"))
+        print(
+            f"{args.big} x {figures['big_message_mb']} MB at once: peak rss {figures['peak_rss_vmhwm_mb']} MB"
+            f" (sampled {figures['peak_rss_sampled_mb']} MB), replies {figures['big_replies']}",
+            flush=True,
+        )
+    finally:
+        for part in (postfix, govmilter, dns, clamd):
+            try:
+                part.stop()
+            except Exception as exc:
+                print(f"stopping {type(part).__name__}: {exc}", file=sys.stderr)
+        sink.terminate()
+        sink.wait(10)
+
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
