@@ -342,3 +342,13 @@ def test_garbage_headers_never_raise(harness: Harness) -> None:
             )
             assert result.verdict.action in (Action.ACCEPT, Action.REJECT)
             assert not any(hit.rule == "internal-error" for hit in result.tx.hits)
+
+
+def test_forwarding_evidence_does_not_feed_the_spam_score(tmp_path: Path) -> None:
+    """Weak forwarding evidence is weighed by the forwarding check alone, never by the content score."""
+    harness = Harness(skip=["size", "antivirus", "dnsbl", "attachments"], rules_dir=rules_dir(tmp_path))
+    result = run_case(harness, load_case("out-weak-only"))
+    weak = [hit for hit in result.tx.hits if hit.check == "forwarding"]
+    assert [hit.rule for hit in weak] == ["score-resent", "score-arc"]
+    assert all(hit.score == 0 for hit in weak) and "weight 1 of 5" in weak[0].reason
+    assert dict(result.verdict.headers)["X-Spam-Score"] == "0.0"

@@ -169,8 +169,16 @@ class ForwardingCheck:
                 hits.append(self._exempt_hit(exempt, skipped))
             by_score = None
         else:
+            # the weight stays out of Verdict.score: the content check adds every hit's score to
+            # the spam score, and forwarding evidence is not spam evidence
             hits.extend(
-                Verdict(Action.CONTINUE, self.name, rule=f"score-{t.name}", score=w, reason=t.detail) for t, w in scored
+                Verdict(
+                    Action.CONTINUE,
+                    self.name,
+                    rule=f"score-{t.name}",
+                    reason=f"{t.detail} (weight {w:g} of {rules.score_threshold:g})",
+                )
+                for t, w in scored
             )
         if deciding:
             deciding.sort(key=lambda f: -int(f.trace.strength))
