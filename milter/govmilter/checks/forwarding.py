@@ -164,7 +164,9 @@ class ForwardingCheck:
         hits: list[Verdict] = []
         if exempt:
             # say which exemption kept a finding from deciding; exempt mail is not scored
-            skipped = crossing[0] if crossing and not deciding else None if deciding else by_score
+            skipped: Finding | None = None
+            if not deciding:
+                skipped = crossing[0] if crossing else by_score
             if skipped is not None:
                 hits.append(self._exempt_hit(exempt, skipped))
             by_score = None
