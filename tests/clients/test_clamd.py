@@ -297,3 +297,17 @@ def test_version_is_cached_and_kept_when_clamd_is_away(clamd_factory: ClamdFacto
 def test_version_keeps_engine_and_database() -> None:
     with FakeClamd("version") as fake:
         assert ClamdClient(fake.address).version(deadline()) == "9.9.9/12345"
+
+
+def test_a_clamd_that_is_back_is_used_by_the_next_scan_despite_the_open_breaker(tmp_path: os.PathLike[str]) -> None:
+    with LabClamd(tmp_path) as lab:
+        pool = ClamdPool([ClamdClient(lab.address)], breaker_failures=1, breaker_cooldown=600)
+        lab.stop()
+        for _ in range(3):
+            with pytest.raises(NoClamd):
+                pool.scan(lambda: [b"x"], 5)
+        assert pool.breakers[lab.address].is_open
+        lab.start()
+        # no cooldown waited: every address is open, so each scan first PINGs for a clamd that is back
+        assert pool.scan(lambda: [EICAR], 30).outcome is Outcome.FOUND
+        assert not pool.breakers[lab.address].is_open

@@ -7,6 +7,7 @@ The stack here is this module's own, since these tests kill its parts.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +30,8 @@ def lab() -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("GOVMILTER_KEEP_STACK"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_clamd_killed_mid_scan(lab: Stack) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 FRAME = 65536  # bytes per INSTREAM frame
 REPLY_LIMIT = 4096  # a clamd reply is one short line
 VERSION_REFRESH = 300.0  # seconds a VERSION answer is reused
+PROBE_TIMEOUT = 0.5  # seconds a recovery PING of an open address may take
 
 SIZE_LIMIT_REPLY = "INSTREAM size limit exceeded"
 # Alerts of AlertExceedsMax that mean "too large", not "nested to evade" (MaxRecursion, MaxFiles)
@@ -235,7 +236,12 @@ class Breaker:
     Closed: every scan may use the address. After `failures` consecutive failures it
     opens: the address is skipped for `cooldown` seconds. Then one scan at a time is
     let through as a trial; its success closes the breaker, its failure reopens it.
+    Meanwhile a cheap PING may be tried at most once per `probe_interval` (on every
+    message when all addresses are open), so that a clamd that is back is used by the
+    next message rather than after the cooldown.
     """
+
+    probe_interval = 0.25
 
     def __init__(self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic):
         self.failures = max(1, failures)
@@ -245,6 +251,7 @@ class Breaker:
         self._consecutive = 0
         self._opened_at: float | None = None
         self._trial = False
+        self._probed_at = float("-inf")
 
     @property
     def is_open(self) -> bool:
@@ -257,6 +264,15 @@ class Breaker:
             if self._trial or self.clock() - self._opened_at < self.cooldown:
                 return False
             self._trial = True
+            return True
+
+    def probe_due(self) -> bool:
+        """Whether this caller may PING an open address now (one caller per interval)."""
+        with self._lock:
+            now = self.clock()
+            if self._opened_at is None or self._trial or now - self._probed_at < self.probe_interval:
+                return False
+            self._probed_at = now
             return True
 
     def record(self, ok: bool | None) -> None:
@@ -323,6 +339,7 @@ class ClamdPool:
         deadline = time.monotonic() + timeout
         problems: list[str] = []
         kind = "circuit_open"  # stays so when every address was skipped
+        all_open = all(breaker.is_open for breaker in self.breakers.values())
         for client in self._order():
             address = client.address.text
             breaker = self.breakers[address]
@@ -330,8 +347,12 @@ class ClamdPool:
                 kind = "timeout"
                 break
             if not breaker.allow():
-                problems.append(f"{address}: circuit open")
-                continue
+                # with every address open there is nothing to protect: always look for a clamd that is back
+                probe = all_open or breaker.probe_due()
+                if not (probe and self._answers_ping(client, deadline)):
+                    problems.append(f"{address}: circuit open")
+                    continue
+                breaker.record(True)  # clamd is back: close the breaker and use it now
             ok: bool | None = None
             try:
                 reply = client.instream(chunks(), deadline)
@@ -346,6 +367,13 @@ class ClamdPool:
                 if ok is not None:
                     self.observe(address, ok)
         raise NoClamd("; ".join(problems) or "no clamd address tried", kind)
+
+    @staticmethod
+    def _answers_ping(client: ClamdClient, deadline: float) -> bool:
+        try:
+            return client.command("PING", min(deadline, time.monotonic() + PROBE_TIMEOUT)) == "PONG"
+        except ClamdError:
+            return False
 
     def version(self, address: str, timeout: float) -> str:
         """The cached VERSION of an address, refreshed every `version_refresh` seconds.
