@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
-from govmilter.config import ConfigError, load_config
+from govmilter.config import Config, ConfigError, load_config
 from support import ROOT
 
 EXAMPLE = ROOT / "config.example.toml"
@@ -29,6 +32,16 @@ def test_example_config_matches_the_built_in_defaults() -> None:
     defaults = load_config(None)
     for table in ("milter", "domains", "network", "rules", "forwarding", "size", "antivirus", "dnsbl", "content"):
         assert getattr(example, table) == getattr(defaults, table), table
+
+
+def test_example_config_documents_every_key() -> None:
+    documented = tomllib.loads(EXAMPLE.read_text())
+    for table in dataclasses.fields(Config):
+        if table.name == "source":
+            continue
+        keys = {f.name for f in dataclasses.fields(typing.get_type_hints(Config)[table.name])}
+        missing = keys - set(documented.get(table.name, {}))
+        assert not missing, f"config.example.toml [{table.name}] lacks {sorted(missing)}"
 
 
 def write(tmp_path: Path, text: str) -> Path:
