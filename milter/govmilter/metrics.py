@@ -77,7 +77,7 @@ class Metrics:
         )
         self.attachment_size = Histogram(
             "govmilter_attachment_bytes",
-            "Decoded attachment bytes per message whose MIME structure was walked",
+            "Decoded attachment bytes per message that reached the end of data",
             buckets=SIZE_BUCKETS,
             registry=r,
         )
