@@ -28,7 +28,7 @@ def run_with_faults(self: pipeline.Pipeline, stage: Stage, tx: Transaction) -> V
             def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
                 raise RuntimeError("injected fault in a check")
 
-        return pipeline.Pipeline([Exploding()], self.metrics).run(stage, tx)
+        return original_run(pipeline.Pipeline([Exploding()], self.metrics), stage, tx)
     return original_run(self, stage, tx)
 
 
