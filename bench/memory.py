@@ -190,6 +190,8 @@ def main() -> int:
     parser.add_argument("--big", type=int, default=20, help="big messages in flight at once")
     parser.add_argument("--big-attachment", type=int, default=18 * MIB, help="decoded bytes per big message")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                        help="a govmilter setting for this run (repeatable)")  # fmt: skip
     args = parser.parse_args()
 
     figures: dict[str, object] = {"walk_alone": walk_alone(big(0, args.big_attachment))}
@@ -214,6 +216,7 @@ def main() -> int:
             "dnsbl.resolver_port": str(dns_port),
             "metrics.listen": f'"127.0.0.1:{metrics_port}"',
             "log.level": '"warning"',
+            **dict(item.split("=", 1) for item in args.set),
         },
     )
     postfix = Postfix(root / "postfix", smtp_port, sink_port, socket, extra=["in_flow_delay = 0"])
@@ -229,18 +232,21 @@ def main() -> int:
         pid = govmilter.proc.pid
         figures["rss_start_mb"] = mb(status_kb(pid, "VmRSS"))
 
-        first = min(1000, args.messages)
-        codes = run_many(smtp_port, range(first), 8, everyday)
-        time.sleep(1)
-        figures["rss_after_1000_mb"] = mb(status_kb(pid, "VmRSS"))
-        print(f"after {first}: rss {figures['rss_after_1000_mb']} MB, replies {codes}", flush=True)
-        more = run_many(smtp_port, range(first, args.messages), 8, everyday)
-        for code, count in more.items():
-            codes[code] = codes.get(code, 0) + count
-        time.sleep(1)
-        figures["rss_after_5000_mb"] = mb(status_kb(pid, "VmRSS"))
+        # RSS after every 1000 messages: growth that levels off is caches filling, growth that
+        # goes on is a leak
+        codes: dict[int, int] = {}
+        trend: dict[int, float] = {}
+        for start in range(0, args.messages, 1000):
+            stop = min(start + 1000, args.messages)
+            for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
+                codes[code] = codes.get(code, 0) + count
+            time.sleep(1)
+            trend[stop] = mb(status_kb(pid, "VmRSS"))
+            print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
+        figures["rss_trend_mb"] = trend
+        figures["rss_after_1000_mb"] = trend.get(1000)
+        figures["rss_after_5000_mb"] = trend.get(5000)
         figures["everyday_replies"] = codes
-        print(f"after {args.messages}: rss {figures['rss_after_5000_mb']} MB, replies {codes}", flush=True)
 
         messages = [big(n, args.big_attachment) for n in range(args.big)]
         figures["big_message_mb"] = round(len(messages[0]) / 1e6, 1)
