@@ -436,3 +436,12 @@ def test_structured_garbage_is_chunking_independent(pieces: list[bytes], size: i
     data = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + b"".join(pieces)
     whole = walk_bytes(data, 1 << 20)
     assert walk_bytes(data, size) == whole
+
+
+def test_thousands_of_uuencoded_blocks_count_as_parts(tmp_path: Path) -> None:
+    path = tmp_path / "uu.eml"
+    path.write_bytes(b"Subject: x\r\n\r\n" + b"begin 644 x.exe\r\n!80``\r\nend\r\n" * 1500)
+    facts = bounded_walk(path)
+    assert "too-many-parts" in facts.defects
+    assert len(facts.parts) == 1000
+    assert facts.attachment_bytes == 1500  # one byte each, all counted

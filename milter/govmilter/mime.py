@@ -318,10 +318,13 @@ class Walker:
     # ---- leaves --------------------------------------------------------------------
 
     def _start_leaf(self, entity: _Entity, headers: EntityHeaders) -> None:
+        self.count_part()
+        self._leaf = _Leaf(self, entity.leaf_path(), entity.depth, headers)
+
+    def count_part(self) -> None:
         self.part_count += 1
         if self.part_count == self.limits.max_parts + 1:
             self.defect("too-many-parts")
-        self._leaf = _Leaf(self, entity.leaf_path(), entity.depth, headers)
 
     def _finish_leaf(self) -> None:
         if self._leaf is not None:
@@ -378,6 +381,7 @@ class _UUFile:
     """A uuencoded file inside a text part: a part of its own, and an attachment."""
 
     def __init__(self, walker: Walker, path: str, depth: int, filename: str):
+        walker.count_part()
         self.walker = walker
         self.path = path
         self.depth = depth
