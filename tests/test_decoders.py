@@ -99,3 +99,15 @@ def test_uuencode_without_end_is_closed_at_the_end_of_the_text() -> None:
     scanner.finish()
     assert found == [("a.exe", b"MZ payload")]
     assert scanner.defects == {"uuencode-unterminated"}
+
+
+def test_uuencode_transfer_encoding() -> None:
+    payload = bytes(range(256)) * 2
+    lines = b"".join(binascii.b2a_uu(payload[i : i + 45]) for i in range(0, len(payload), 45))
+    encoded = (b"begin 644 a.bin\n" + lines + b"`\nend\n").replace(b"\n", b"\r\n")
+    decoder = make_decoder("x-uuencode")
+    assert b"".join(decoder.feed(encoded[i : i + 7]) for i in range(0, len(encoded), 7)) + decoder.finish() == payload
+    assert decoder.defects == set()
+    empty = make_decoder("x-uue")
+    assert empty.feed(b"not uuencoded\r\n") + empty.finish() == b""
+    assert empty.defects == {"uuencode-missing"}

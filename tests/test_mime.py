@@ -445,3 +445,18 @@ def test_thousands_of_uuencoded_blocks_count_as_parts(tmp_path: Path) -> None:
     assert "too-many-parts" in facts.defects
     assert len(facts.parts) == 1000
     assert facts.attachment_bytes == 1500  # one byte each, all counted
+
+
+# ---- real messages: ClamAV's test mails (clamav-testfiles) --------------------------------
+
+TESTFILES = Path("/usr/share/clamav-testfiles")
+CLAM_EXE = (TESTFILES / "clam.exe").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["clam.mail", "clam.exe.mbox.base64", "clam.exe.mbox.uu"])
+def test_clamav_test_mails_hold_clam_exe(name: str) -> None:
+    facts = walk_bytes((TESTFILES / name).read_bytes(), 100)
+    exe = [p for p in facts.parts if p.filename == "clam.exe"]
+    assert [(p.decoded_size, p.is_attachment) for p in exe] == [(len(CLAM_EXE), True)]
+    assert exe[0].head == CLAM_EXE[: len(exe[0].head)] and exe[0].head.startswith(b"MZ")
+    assert facts.attachment_bytes == len(CLAM_EXE)

@@ -95,6 +95,9 @@ class Base64Decoder:
             return b""
 
 
+_QP_LINE_HOLD = 8192  # far longer than a real line (RFC 2045: 76); the held line stays bounded
+
+
 class QuotedPrintableDecoder:
     """quoted-printable; an `=` escape or soft line break may straddle two pieces."""
 
@@ -104,14 +107,15 @@ class QuotedPrintableDecoder:
 
     def feed(self, data: bytes) -> bytes:
         buf = self._carry + data if self._carry else data
-        # the longest escape is "=\r\n" or "=XX": keep an `=` in the last two bytes for later
-        cut = buf.rfind(b"=", max(0, len(buf) - 2))
-        if cut != -1:
-            self._carry = buf[cut:]
-            buf = buf[:cut]
-        else:
-            self._carry = b""
-        return binascii.a2b_qp(buf)
+        # binascii resolves every escape within its line, and a broken soft break ("=\r" not
+        # followed by LF) swallows the rest of the line: decode whole lines, keep the last one
+        end = buf.rfind(b"\n") + 1
+        if len(buf) - end > _QP_LINE_HOLD:
+            # a line without end: decode it now, but for an `=` in the last two bytes ("=X")
+            cut = buf.rfind(b"=", max(end, len(buf) - 2))
+            end = cut if cut != -1 else len(buf)
+        self._carry = buf[end:]
+        return binascii.a2b_qp(buf[:end]) if end else b""
 
     def finish(self) -> bytes:
         carry, self._carry = self._carry, b""
@@ -124,6 +128,8 @@ def make_decoder(transfer_encoding: str) -> Decoder:
         return Base64Decoder()
     if transfer_encoding == "quoted-printable":
         return QuotedPrintableDecoder()
+    if transfer_encoding in UUENCODE_NAMES:
+        return UUDecoder()
     decoder = IdentityDecoder()
     if transfer_encoding not in ("", "7bit", "8bit", "binary"):
         decoder.defects.add("unknown-transfer-encoding")
@@ -226,3 +232,41 @@ class UUScanner:
 
 class _OpenBlock(Protocol):
     def __call__(self, filename: str) -> UUSink: ...
+
+
+# not in any RFC, but written by mailers and understood by mail clients
+UUENCODE_NAMES = frozenset({"x-uuencode", "x-uue", "uuencode", "x-uu"})
+
+
+class UUDecoder:
+    """Content-Transfer-Encoding x-uuencode: the part's content is a uuencoded block."""
+
+    def __init__(self) -> None:
+        self.defects: set[str] = set()
+        self._out: list[bytes] = []
+        self._scanner = UUScanner(self._open)
+
+    def _open(self, filename: str) -> UUDecoder:
+        return self  # every block of the part is the part's content
+
+    def take(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def close(self) -> None:
+        pass
+
+    def feed(self, data: bytes) -> bytes:
+        self._scanner.feed(data)
+        return self._drain()
+
+    def finish(self) -> bytes:
+        self._scanner.finish()
+        self.defects |= self._scanner.defects
+        if not self._scanner.blocks:
+            self.defects.add("uuencode-missing")
+        return self._drain()
+
+    def _drain(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
