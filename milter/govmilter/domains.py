@@ -51,7 +51,10 @@ def normalize_domain(domain: str) -> str:
         except UnicodeError:
             return ""  # not a valid IDN label: matches nothing configured
     result = ".".join(labels)
-    return result if len(result) <= _MAX_DOMAIN else ""
+    # spaces and control characters are in no domain name (nameprep can leave a CR behind)
+    if len(result) > _MAX_DOMAIN or any(c <= " " or c == "\x7f" for c in result):
+        return ""
+    return result
 
 
 def is_under(domain: str, parent: str) -> bool:

@@ -102,7 +102,11 @@ class Envelope:
     @property
     def declared_size(self) -> int | None:
         value = self.mail_params.get("SIZE", "")
-        return int(value) if value.isdigit() else None
+        # ASCII digits only: "²" is a digit to str.isdigit but not to int(), which also refuses 4300+ digits
+        if not (value.isascii() and value.isdigit()):
+            return None
+        value = value.lstrip("0") or "0"
+        return int(value) if len(value) <= 20 else 10**20
 
 
 @dataclass(frozen=True)
