@@ -39,6 +39,9 @@ lint: deps
 bench: deps
 	$(BIN)/python bench/throughput.py
 
+bench-memory: deps
+	$(BIN)/python bench/memory.py
+
 soak: deps
 	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
 

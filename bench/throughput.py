@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def main() -> int:
     parser.add_argument("--length", type=int, default=10240)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file (collapsed stacks)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
@@ -201,8 +203,19 @@ def main() -> int:
                 url = f"http://127.0.0.1:{metrics_port}/metrics"
                 before_cpu = cpu_seconds(gov.proc.pid) if gov and gov.proc else 0.0
                 before_hist = histogram(url, "govmilter_message_duration_seconds") if gov else {}
+                profiler = None
+                if args.profile and gov is govmilter_unix and round_no == 1 and gov.proc:
+                    profiler = subprocess.Popen(
+                        [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
+                         "--output", args.profile, "--rate", "200", "--nonblocking"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(1.0)
                 seconds = inject(smtp_port, args.messages, args.sessions, args.length,
                                  "bench@example.com", "user@bacninh.gov.vn")  # fmt: skip
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(30)
                 rate = args.messages / seconds
                 rates[name].append(rate)
                 line = f"round {round_no}  {name:15s} {rate:7.1f} msg/s"
