@@ -12,6 +12,7 @@ from pathlib import Path
 
 from govmilter import __version__
 from govmilter.config import Config, ConfigError, load_config, summary
+from govmilter.logfmt import FORMAT, OneLineFormatter
 from govmilter.metrics import Metrics
 from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers
 from govmilter.rules import RuleErrors, load_ruleset
@@ -72,11 +73,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(FORMAT))  # one record, one line, even a traceback
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def cmd_run(args: argparse.Namespace) -> int:

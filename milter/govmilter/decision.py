@@ -14,7 +14,8 @@ from govmilter.model import Action, Mode, Transaction, Verdict
 
 log = logging.getLogger("govmilter.decision")
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, Unicode line separators, lone surrogates (undecodable bytes from the wire)
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def clean(value: str, limit: int = 200) -> str:

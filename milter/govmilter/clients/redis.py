@@ -7,10 +7,21 @@ reply that is not what we asked) raises StoreError; the caller falls back.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import redis
 import redis.exceptions
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (redis://user:PASSWORD@host, ?password=), for logs and errors."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.I)
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 class StoreError(Exception):
@@ -36,9 +47,9 @@ class RedisStore:
                 decode_responses=False,
             )
         except ValueError as exc:
-            raise ValueError(f"redis_url {url!r}: {exc}") from exc
+            raise ValueError(f"redis_url {redact_url(url)!r}: {exc}") from exc
         self.prefix = prefix
-        self.url = url
+        self.url = redact_url(url)  # for messages: never the password
 
     def set(self, key: str, value: str, ttl: int) -> None:
         try:

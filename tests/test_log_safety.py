@@ -1,0 +1,322 @@
+"""Nothing from the wire reaches a log line unescaped, and no secret reaches the log at all.
+
+CR, LF and other control characters are put into HELO, MAIL FROM, RCPT, header
+fields, forwarding traces, attachment names and an exception's message; every
+record must stay one line, both as the code writes it (the decision and
+forwarding lines clean their values) and as the daemon's formatter prints it
+(which escapes what is left, tracebacks included). A Redis password must not
+show in a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import Milter
+import pytest
+from Milter.testctx import TestCtx as PymilterTestCtx
+
+from govmilter.adapter import GovMilter
+from govmilter.clients.redis import RedisStore, redact_url
+from govmilter.config import load_config
+from govmilter.logfmt import FORMAT, OneLineFormatter, one_line
+from govmilter.model import Action, Stage, Transaction, Verdict
+from govmilter.pipeline import CHECK_NAMES
+from govmilter.runtime import Runtime
+from support import ROOT, RULES, Harness
+
+NO_REPLY_BITS = (
+    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | Milter.P_NR_DATA
+    | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
+)  # fmt: skip
+SERVICE_CHECKS = [name for name in ("antivirus", "dnsbl") if name in CHECK_NAMES]
+FORGED = "\r\nqueue_id=FORGED client=127.0.0.1 action=accept\r\n"
+NASTY = f"x{FORGED}\x00\x1b[31m\x7f\u2028\udcff"
+FORMATTER = OneLineFormatter(FORMAT)
+
+
+class TestCtx(PymilterTestCtx):  # type: ignore[misc]
+    __test__ = False
+
+
+@pytest.fixture
+def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
+    rt = Runtime(config, skip=SERVICE_CHECKS)
+    previous = Milter.factory
+    Milter.factory = functools.partial(GovMilter, rt)
+    yield rt
+    Milter.factory = previous
+
+
+def drive(ctx: TestCtx, helo: str, sender: str, rcpts: list[str], headers: list[tuple[str, str]], body: bytes,
+          ip: str = "127.0.0.2") -> int:  # fmt: skip
+    """The callbacks in libmilter's order, with values as pymilter hands them over (str)."""
+    ctx._setsymval("i", "4ABC\r\nDEF")
+    assert ctx._connect(helo=helo, ip=ip) == Milter.CONTINUE
+    rc = ctx._envfrom(f"<{sender}>")
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    for rcpt in rcpts:
+        ctx._envrcpt(f"<{rcpt}>")
+    for name, value in headers:
+        ctx._priv.header(name, value)
+    rc = ctx._eoh()
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    rc = ctx._priv.body(body)
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    return int(ctx._eom())
+
+
+def assert_one_line_each(records: list[logging.LogRecord]) -> list[str]:
+    """Every record prints as one line without control characters; returns the printed lines."""
+    printed = []
+    for record in records:
+        line = FORMATTER.format(record)
+        assert "\n" not in line and "\r" not in line, line
+        assert not any(unsafe(c) for c in line), line
+        printed.append(line)
+    assert not any("queue_id=FORGED" in line.split(": ", 1)[-1][:20] for line in printed)
+    return printed
+
+
+def unsafe(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or code in (0x2028, 0x2029) or 0xD800 <= code <= 0xDFFF
+
+
+def clean_message(record: logging.LogRecord) -> None:
+    """The decision and forwarding lines clean wire values themselves, before any formatter."""
+    message = record.getMessage()
+    assert not any(unsafe(c) for c in message), message
+
+
+MULTIPART = [("Content-Type", 'multipart/mixed; boundary="b1"'), ("MIME-Version", "1.0")]
+
+
+def multipart_body(filename: str) -> bytes:
+    encoded = quote(filename, safe="", errors="surrogateescape")
+    return (
+        b"--b1\r\nContent-Type: text/plain\r\n\r\nxin chao\r\n"
+        b"--b1\r\nContent-Type: application/octet-stream\r\n"
+        + f"Content-Disposition: attachment; filename*=utf-8''{encoded}\r\n".encode()
+        + b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n--b1--\r\n"
+    )
+
+
+def test_inbound_forward_with_control_characters_everywhere(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    ctx = TestCtx()
+    headers = [
+        ("From", f"Ke gia mao <a{NASTY}@example.com>"),
+        ("To", f"user@bacninh.gov.vn{NASTY}"),
+        ("Subject", f"chao{NASTY}"),
+        ("Message-ID", f"<id{NASTY}@example.com>"),
+        ("X-Sieve-Redirected-From", "<fwd\x1b\x00x@gmail.com>"),
+        *MULTIPART,
+    ]
+    rc = drive(ctx, f"helo{NASTY}", f"sender{NASTY}@example.com", ["user@bacninh.gov.vn", f"other{NASTY}@x.vn"],
+               headers, multipart_body(f"bao cao{NASTY}.exe"))  # fmt: skip
+    assert rc == Milter.REJECT  # an inbound forward by a gmail.com mailbox
+    printed = assert_one_line_each(caplog.records)
+    decisions = [r for r in caplog.records if r.name == "govmilter.decision"]
+    forwards = [r for r in caplog.records if r.name == "govmilter.forwarding"]
+    assert len(decisions) == 1 and len(forwards) == 1
+    for record in decisions + forwards:
+        clean_message(record)
+    line = decisions[0].getMessage()
+    assert line.startswith("queue_id=4ABC??DEF client=127.0.0.2 ")
+    assert "from=<senderx??queue_id=FORGED client=127.0.0.1 action=accept????[31m???@example.com>" in line
+    assert "forwarder=fwd??x@gmail.com" in forwards[0].getMessage()
+    assert len(printed) >= 2
+
+
+def test_outbound_srs_and_attachment_name_with_control_characters(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ctx = TestCtx()
+    sender = f"SRS0=abcd=XY=example.com=bob{FORGED}@bacninh.gov.vn"
+    rc = drive(ctx, "mail.bacninh.gov.vn", sender, [f"partner{NASTY}@example.com"],
+               [("From", "bob@example.com"), ("Subject", "x")], b"hello\r\n", ip="127.0.0.1")  # fmt: skip
+    assert rc == Milter.REJECT  # an SRS forward by a local mailbox to the outside
+    assert_one_line_each(caplog.records)
+    for record in caplog.records:
+        if record.name in ("govmilter.decision", "govmilter.forwarding"):
+            clean_message(record)
+    caplog.clear()
+    ctx = TestCtx()
+    rc = drive(ctx, "mail.bacninh.gov.vn", "officer@bacninh.gov.vn", ["partner@example.com"],
+               [("From", "officer@bacninh.gov.vn"), *MULTIPART],
+               multipart_body(f"hop dong{FORGED}.exe"), ip="127.0.0.1")  # fmt: skip
+    assert rc == Milter.REJECT  # an executable attachment
+    assert_one_line_each(caplog.records)
+    decision = [r for r in caplog.records if r.name == "govmilter.decision"]
+    assert len(decision) == 1
+    clean_message(decision[0])
+
+
+def test_an_exception_carrying_wire_data_stays_on_one_line(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    class Exploding:
+        name = "exploding"
+        stages = frozenset({Stage.HEADERS})
+
+        def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+            raise ValueError(f"cannot parse {tx.first_header('Subject')}")
+
+    runtime.pipeline.__init__([*runtime.pipeline.checks, Exploding()], runtime.metrics)  # type: ignore[misc]
+    caplog.set_level(logging.DEBUG)
+    ctx = TestCtx()
+    rc = drive(ctx, "h", "a@example.com", ["user@bacninh.gov.vn"], [("Subject", f"s{FORGED}")], b"x\r\n")
+    assert rc == Milter.TEMPFAIL
+    printed = assert_one_line_each(caplog.records)
+    raised = [line for line in printed if "check=exploding stage=headers raised" in line]
+    assert len(raised) == 1
+    # the traceback is there, escaped, not lost
+    assert "Traceback (most recent call last):\\n" in raised[0]
+    assert "ValueError: cannot parse s\\r\\nqueue_id=FORGED" in raised[0]
+
+
+def test_scan_of_hostile_messages_logs_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    harness = Harness(skip=SERVICE_CHECKS)
+    caplog.set_level(logging.DEBUG)
+    message = (
+        f"From: <a{FORGED}@example.com>\r\nSubject: {NASTY}\r\nX-Forwarded-For: fwd\x1b@gmail.com dest@x\r\n".encode(
+            "utf-8", "surrogateescape"
+        )
+        + b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n"
+        + multipart_body(f"\u202eexe.pdf{FORGED}")
+    )
+    for client, rcpts in (("127.0.0.2", ["user@bacninh.gov.vn"]), ("127.0.0.1", [f"p{NASTY}@example.com"])):
+        result = harness.scan(message, mail_from=f"s{NASTY}@example.com", rcpts=rcpts, client_ip=client)
+        assert result.verdict.action in (Action.ACCEPT, Action.REJECT)
+    assert_one_line_each(caplog.records)
+    assert [r for r in caplog.records if r.name == "govmilter.decision"]
+    for record in caplog.records:
+        if record.name in ("govmilter.decision", "govmilter.forwarding"):
+            clean_message(record)
+
+
+def test_the_daemon_log_handler_prints_one_line_per_record() -> None:
+    """The handler `govmilter run` installs, in a fresh interpreter as the daemon has it."""
+    script = (
+        "import logging\n"
+        "from govmilter.__main__ import _setup_logging\n"
+        "_setup_logging('info')\n"
+        "log = logging.getLogger('govmilter.test')\n"
+        f"log.info('value=%s', {NASTY!r})\n"
+        "try:\n"
+        f"    raise ValueError({FORGED!r})\n"
+        "except ValueError:\n"
+        "    log.exception('it raised')\n"
+        "log.warning('done')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode("utf-8", "backslashreplace").splitlines()
+    assert len(lines) == 3, lines
+    assert "value=x\\r\\nqueue_id=FORGED" in lines[0] and "\\x1b[31m\\x7f\\u2028\\udcff" in lines[0]
+    assert "it raised\\nTraceback" in lines[1] and lines[1].endswith("action=accept\\r\\n")
+    assert lines[2].endswith("govmilter.test: done")
+
+
+def test_one_line_bounds_a_record() -> None:
+    assert one_line("a\n" * 10, limit=8) == ("a\\n" * 10)[:8] + "...(cut)"
+    out = one_line("x" * 100_000)
+    assert len(out) <= 16384 + len("...(cut)") and out.endswith("...(cut)")
+
+
+# ---- secrets ------------------------------------------------------------------------------------
+
+SECRET = "s3cret-Pa55"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_redact_url() -> None:
+    assert redact_url(f"redis://:{SECRET}@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redact_url(f"redis://govmilter:{SECRET}@10.0.0.5/2") == "redis://govmilter:***@10.0.0.5/2"
+    assert redact_url(f"redis://10.0.0.5/0?password={SECRET}&db=1") == "redis://10.0.0.5/0?password=***&db=1"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert SECRET not in RedisStore(f"redis://:{SECRET}@127.0.0.1:1/0", timeout=0.2).url
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory),
+         "--requirepass", "the-right-one"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64):
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+INBOUND = b"From: a@example.com\r\nTo: user@bacninh.gov.vn\r\nMessage-ID: <m1@example.com>\r\nSubject: x\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize("where", ["wrong-password", "nobody-listening"])
+def test_a_redis_password_never_reaches_the_log(
+    where: str, redis_with_password: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = redis_with_password if where == "wrong-password" else free_port()
+    url = f"redis://:{SECRET}@127.0.0.1:{port}/0"
+    harness = Harness([f'forwarding.redis_url="{url}"', "forwarding.redis_timeout=1.0"], skip=SERVICE_CHECKS)
+    caplog.set_level(logging.DEBUG)
+    result = harness.scan(INBOUND, mail_from="a@example.com", rcpts=["user@bacninh.gov.vn"])
+    assert result.verdict.action is Action.ACCEPT  # Redis failing never holds mail
+    failures = [r for r in caplog.records if r.name == "govmilter.seen"]
+    assert failures, "the store failure was not logged: the test did not reach Redis"
+    for record in caplog.records:
+        assert SECRET not in FORMATTER.format(record)
+
+
+def test_a_bad_redis_url_error_does_not_print_the_password() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "govmilter", "scan", "--set", f'rules.dir="{RULES}"',
+         *[arg for name in SERVICE_CHECKS for arg in ("--skip", name)],
+         "--set", f'forwarding.redis_url="redis://:{SECRET}@127.0.0.1:notaport/0"',
+         "--mail-from", "a@example.com", "--rcpt", "user@bacninh.gov.vn", "-"],
+        input=INBOUND,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert b"redis_url" in result.stderr
+    assert SECRET.encode() not in result.stderr + result.stdout
