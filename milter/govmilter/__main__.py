@@ -73,6 +73,11 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(level: str) -> None:
+    # libmilter runs each connection on a new C thread: naming it for every log record
+    # would create (and keep) a threading._DummyThread per connection
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter(FORMAT))  # one record, one line, even a traceback
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
