@@ -4,19 +4,21 @@ Header splitting and unfolding, log cleaning, addresses and domain classes,
 SRS / +caf_= / BATV senders, header traces, the transfer decoders, zip
 directories, the MIME walk on generated trees (random boundaries, encodings,
 charsets, file names) and on mangled copies of them (truncated, NUL bytes, long
-lines, bare CR or LF), and the whole pipeline on generated messages and
-envelopes. Every input must give a defined result: no exception escapes, every
-message gets accept/reject/tempfail/discard, a parse problem never becomes a
-tempfail, and the samples the walk keeps stay within their limits.
+lines, bare CR or LF), the whole pipeline on generated messages and envelopes,
+and the adapter's callbacks as libmilter drives them. Every input must give a
+defined result: no exception escapes, every message gets accept/reject/tempfail/
+discard, a parse problem never becomes a tempfail (with clamd and DNS left out,
+only our own bug could), and the samples the walk keeps stay within their limits.
 
-GOVMILTER_FUZZ_EXAMPLES sets the examples per test (default 150, which keeps
-this file near half a minute); the total run is printed at the end of the module.
+GOVMILTER_FUZZ_EXAMPLES sets the examples per test (default 300, about half a
+minute for the file); the total run is printed at the end of the module.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import itertools
 import os
@@ -24,15 +26,20 @@ import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from unittest import mock
 from urllib.parse import quote
 
+import Milter
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from Milter.testctx import TestCtx as PymilterTestCtx
 
 from govmilter import decision, spool
+from govmilter.adapter import GovMilter
 from govmilter.archive import local_header_encrypted, looks_like_zip, read_directory
+from govmilter.config import load_config
 from govmilter.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
 from govmilter.domains import (
     DomainClass,
@@ -60,12 +67,14 @@ from govmilter.forwardtraces import (
     same_mailbox,
     weak_traces,
 )
+from govmilter.metrics import Metrics
 from govmilter.mime import Limits, walk
 from govmilter.model import Action, Envelope, MessageFacts, Transaction, Verdict
 from govmilter.rules import RuleSet
-from support import Harness
+from govmilter.runtime import Runtime
+from support import RULES, Harness
 
-EXAMPLES = int(os.environ.get("GOVMILTER_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("GOVMILTER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -195,9 +204,10 @@ def test_read_message_file_splits_any_bytes(data: bytes, chunk: int) -> None:
     # the body is what follows the first empty line, with every line end made CRLF
     rest = _after_header(data)
     assert body_bytes == _crlf(rest)
-    # written back as Postfix hands them to a milter, the fields read the same
-    again, _ = spool.read_message_file(io.BytesIO(spool.header_block(headers)))
-    assert again == headers
+    # written back as Postfix hands them to a milter and read again, they are the same on the wire
+    block = spool.header_block(headers)
+    again, _ = spool.read_message_file(io.BytesIO(block))
+    assert spool.header_block(again) == block
 
 
 def _after_header(data: bytes) -> bytes:
@@ -701,6 +711,9 @@ def trees(max_leaves: int = 8) -> st.SearchStrategy[Node]:
     return st.recursive(leaves(), extend, max_leaves=max_leaves)
 
 
+TREES = trees()
+
+
 @dataclass
 class Expected:
     leaves: list[Leaf] = field(default_factory=list)
@@ -807,7 +820,7 @@ def check_bounds(facts: MessageFacts, limits: Limits) -> None:
 
 
 @FUZZ
-@given(trees(), st.integers(min_value=1, max_value=3000))
+@given(TREES, st.integers(min_value=1, max_value=3000))
 def test_generated_trees_are_walked_exactly(tree: Node, size: int) -> None:
     ran("mime-trees")
     data, expected = message_of(tree)
@@ -846,7 +859,7 @@ SMALL = Limits(
 @st.composite
 def mangled(draw: st.DrawFn) -> bytes:
     """A generated message, then broken the ways mail in the wild and attackers break it."""
-    data = bytearray(message_of(draw(trees()))[0])
+    data = bytearray(message_of(draw(TREES))[0])
     for _ in range(draw(st.integers(min_value=0, max_value=4))):
         how = draw(
             st.sampled_from(["truncate", "nul", "long-line", "bare-lf", "bare-cr", "insert", "delete", "duplicate"])
@@ -957,9 +970,13 @@ envelopes = st.fixed_dictionaries(
 
 
 def internal_errors(harness: Harness) -> float:
+    return internal_errors_of(harness.metrics)
+
+
+def internal_errors_of(metrics: Metrics) -> float:
     return sum(
         sample.value
-        for metric in harness.metrics.registry.collect()
+        for metric in metrics.registry.collect()
         if metric.name == "govmilter_internal_errors"
         for sample in metric.samples
         if sample.name.endswith("_total")
@@ -976,7 +993,7 @@ def assert_defined(harness: Harness, errors_before: float, result_action: Action
 
 
 @FUZZ
-@given(trees(), envelopes)
+@given(TREES, envelopes)
 def test_pipeline_on_generated_messages(harness: Harness, tree: Node, envelope: dict[str, object]) -> None:
     ran("pipeline-trees")
     data, _ = message_of(tree)
@@ -1018,3 +1035,81 @@ def test_pipeline_on_random_headers(harness: Harness, data: bytes, envelope: dic
     before = internal_errors(harness)
     result = harness.scan(data, **envelope)  # type: ignore[arg-type]
     assert_defined(harness, before, result.verdict.action, result.verdict)
+
+
+# ---- the adapter: the callbacks as libmilter drives them ----------------------------------------
+
+NO_REPLY_BITS = (
+    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | Milter.P_NR_DATA
+    | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
+)  # fmt: skip
+
+
+class FuzzCtx(PymilterTestCtx):
+    __test__ = False
+
+
+@pytest.fixture(scope="module")
+def milter_runtime() -> Iterator[Runtime]:
+    # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
+    saved_opts, saved_factory = PymilterTestCtx.default_opts, Milter.factory
+    PymilterTestCtx.default_opts = [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
+    runtime = Runtime(config, skip=["antivirus", "dnsbl"])
+    Milter.factory = functools.partial(GovMilter, runtime)
+    yield runtime
+    PymilterTestCtx.default_opts, Milter.factory = saved_opts, saved_factory
+
+
+esmtp_params = st.lists(
+    st.one_of(
+        st.builds(lambda v: f"SIZE={v}", st.one_of(st.integers(0, 10**12).map(str), wire_text)),
+        st.sampled_from(["BODY=8BITMIME", "SMTPUTF8", "RET=HDRS", "ENVID=x", "SIZE", "=", "size=1"]),
+        wire_text,
+    ),
+    max_size=3,
+)
+
+
+@FUZZ
+@given(envelopes, esmtp_params, wire_text, st.lists(st.tuples(header_names, header_values), max_size=10),
+       st.one_of(TREES.map(lambda t: message_of(t)[0]), mangled(), st.binary(max_size=3000)),
+       st.integers(min_value=1, max_value=9000))  # fmt: skip
+def test_adapter_answers_every_transaction(
+    milter_runtime: Runtime,
+    envelope: dict[str, Any],
+    params: list[str],
+    helo: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    chunk: int,
+) -> None:
+    ran("adapter")
+    before = internal_errors_of(milter_runtime.metrics)
+    ctx = FuzzCtx()
+    added: list[tuple[str, str]] = []
+    ctx.addheader = lambda name, value, idx: added.append((name, value))
+    ctx._setsymval("i", "FUZZ1")
+    ip = envelope["client_ip"] if envelope["client_ip"] in ("127.0.0.1", "10.9.8.7", "::1") else "203.0.113.9"
+    assert ctx._connect(helo=helo, ip=ip) == Milter.CONTINUE
+    answer = ctx._envfrom(f"<{envelope['mail_from']}>", *params)
+    if answer == Milter.CONTINUE:
+        for rcpt in envelope["rcpts"]:
+            ctx._envrcpt(f"<{rcpt}>")
+        for name, value in headers:
+            ctx._priv.header(name, value)
+        answer = ctx._eoh()
+    for start in range(0, len(body), chunk):
+        if answer != Milter.CONTINUE:
+            break
+        answer = ctx._priv.body(body[start : start + chunk])
+    if answer == Milter.CONTINUE:
+        answer = ctx._eom()
+    ctx._close()
+    assert answer in (Milter.ACCEPT, Milter.REJECT, Milter.DISCARD), (answer, ctx._reply)
+    if answer == Milter.REJECT:
+        code, text = ctx._reply[0], ctx._reply[2]
+        assert code.startswith("5") and text.isascii() and "%" not in text and "\r" not in text
+    for _, value in added:  # headers we add go back on the wire: printable ASCII, one line
+        assert all(" " <= c <= "~" for c in value), value
+    assert internal_errors_of(milter_runtime.metrics) == before
