@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -226,6 +227,7 @@ def test_the_daemon_log_handler_prints_one_line_per_record() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stderr.decode("utf-8", "backslashreplace").splitlines()
     assert len(lines) == 3, lines
+    assert all(re.search(r" govmilter\[\d+\] (INFO|ERROR|WARNING) govmilter\.test: ", line) for line in lines), lines
     assert "value=x\\r\\nqueue_id=FORGED" in lines[0] and "\\x1b[31m\\x7f\\u2028\\udcff" in lines[0]
     assert "it raised\\nTraceback" in lines[1] and lines[1].endswith("action=accept\\r\\n")
     assert lines[2].endswith("govmilter.test: done")

@@ -11,6 +11,7 @@ traceback included, and bounds its length.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 FORMAT = "%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -37,4 +38,9 @@ def one_line(text: str, limit: int = MAX_RECORD) -> str:
 
 class OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        if record.process is None:  # logging.logProcesses is off (it costs a lookup per record)
+            record.process = _PID
         return one_line(super().format(record))
+
+
+_PID = os.getpid()  # the daemon does not fork
