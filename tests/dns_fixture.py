@@ -72,7 +72,7 @@ class LabDns:
             f"--pid-file={self.root / 'dnsmasq.pid'}",
             *(f"--host-record={r}" for r in self.records),
         ]
-        log = open(self.root / "dnsmasq.out", "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.root / "dnsmasq.out", "ab")  # lives as long as the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         deadline = time.monotonic() + 15
         while not self._answers():

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dns_fixture import LabDns, SilentDns, free_dual_port, lab_dns, silent_dns  # noqa: F401
 
+from dns_fixture import LabDns, SilentDns, free_dual_port
 from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, DnsClient, TTLCache
 
 LISTED_NAME = "2.0.0.127.zen.spamhaus.org"

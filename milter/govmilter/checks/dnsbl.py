@@ -94,8 +94,13 @@ def compile_rules(files: Sequence[RuleFile]) -> DnsblRules:
         if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask < 2**32:
             entry.problem(f"mask = {mask!r}: expected an integer bitmask", "mask")
             mask = 0
-        if bool(codes) == bool(mask):
-            entry.problem("give exactly one of codes (addresses or ranges that count) or mask (bitmask zones)")
+        if "codes" in entry.data and "mask" in entry.data:
+            entry.problem("give codes or mask, not both", "mask")
+        elif "codes" not in entry.data and "mask" not in entry.data:
+            entry.problem("give codes (addresses or ranges that count) or mask (bitmask zones)")
+        elif not codes and not mask and len(problems) == before:
+            key = "codes" if "codes" in entry.data else "mask"
+            entry.problem(f"{key} must name at least one return code", key)
         weight = entry.number("weight", 0.0)
         zone = Zone(
             id=entry.id,
@@ -171,13 +176,17 @@ def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
 
 
 def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[str]:
-    """Registered domains of the links in the texts, first seen first, without ours."""
+    """The names to ask about the links in the texts, first seen first, without ours.
+
+    Lists hold registered domains (`example.com.vn`) and some host names below
+    them, so both are asked: the registered domain first, then the host
+    without a leading `www.` when that is a different name.
+    """
     found: dict[str, None] = {}
     for text in texts:
         for match in _URL_HOST.finditer(html.unescape(text)):
-            raw = match.group(0)
             host = match.group(1)
-            if raw.lower().startswith("www."):
+            if match.group(0)[:4].lower() == "www.":
                 host = "www." + host
             domain = normal_domain(host)
             if domain is None or _is_ip(domain):
@@ -185,9 +194,12 @@ def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[
             base = registered_domain(domain)
             if is_ours(domain, skip) or is_ours(base, skip):
                 continue
-            found.setdefault(base)
-            if len(found) >= limit:
-                return list(found)
+            for name in (base, domain.removeprefix("www.")):
+                if "." not in name:
+                    continue
+                found.setdefault(name)
+                if len(found) >= limit:
+                    return list(found)
     return list(found)
 
 
