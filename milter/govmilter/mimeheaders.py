@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from urllib.parse import unquote_to_bytes
 
@@ -186,7 +187,8 @@ def _decode_words(text: str) -> str:
         return text
     try:
         return str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
+    # CharsetError (a MessageError): a charset label that is not ASCII, "=?\xffutf-8?B?...?="
+    except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
         return text
 
 
