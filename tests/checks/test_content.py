@@ -336,6 +336,9 @@ score = 1
     )
     assert rules_hit(h.scan(message("=?UTF-8?B?VGjDtG5nIGLDoW8gxJHhuqV1IGdpw6E=?=", "x"))) == ["subject-word"]
     assert rules_hit(h.scan(message("=?x-unknown?Q?abc?= =?UTF-8?B?!!!?=", "x"))) == []
+    raw = b"From: a@example.com\r\nTo: user@bacninh.gov.vn\r\nSubject: =?\xffutf-8?B?MA==?=\r\n\r\nhi\r\n"
+    result = h.scan(raw)  # a charset label that is not ASCII (email.errors.CharsetError)
+    assert result.verdict.action is Action.ACCEPT and rules_hit(result) == []
 
 
 def test_attachment_names_include_archive_members(tmp_path: Path) -> None:

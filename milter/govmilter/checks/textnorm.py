@@ -47,7 +47,7 @@ def decode_header_value(value: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):  # a bad charset or encoding from the wire
+    except Exception:  # email.header raises several kinds (CharsetError, ValueError, ...) on wire junk
         return value
 
 
