@@ -77,7 +77,8 @@ def patterns(draw: st.DrawFn, depth: int = 0) -> str:
         elif kind == 2:
             parts.append("(?:" + "|".join(draw(st.lists(patterns(depth + 1), min_size=1, max_size=3))) + ")")
         elif kind == 3:
-            parts.append("(?:" + draw(patterns(depth + 1)) + ")" + draw(st.sampled_from(["*", "+", "?", "{1,3}", "{0,2}"])))
+            repeat = draw(st.sampled_from(["*", "+", "?", "{1,3}", "{0,2}"]))
+            parts.append("(?:" + draw(patterns(depth + 1)) + ")" + repeat)
         else:
             parts.append("(?i:" + draw(patterns(depth + 1)) + ")")
     return "".join(parts)

@@ -15,12 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-try:  # the parser moved in Python 3.11
-    from re import _constants as sre_constants  # type: ignore[attr-defined]
-    from re import _parser as sre_parse  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    import sre_constants  # type: ignore[no-redef]
-    import sre_parse  # type: ignore[no-redef]
+from re import _constants as sre_constants  # the parser re itself uses (Python 3.11+)
+from re import _parser as sre_parse
 
 MIN_LITERAL = 3  # shorter literals filter too little to be worth keeping
 MAX_ALTERNATIVES = 64
