@@ -13,10 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from re import _constants as sre_constants  # type: ignore[attr-defined]  # re's own parser (3.11+)
+from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
-
-from re import _constants as sre_constants  # the parser re itself uses (Python 3.11+)
-from re import _parser as sre_parse
 
 MIN_LITERAL = 3  # shorter literals filter too little to be worth keeping
 MAX_ALTERNATIVES = 64
