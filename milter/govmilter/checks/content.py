@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from govmilter.checks.prefilter import Prefilter, fold
+from govmilter.checks.prefilter import build as build_prefilter
 from govmilter.checks.ruletables import Entry, entries
 from govmilter.checks.textnorm import decode_header_value, html_to_text, normalize, strip_diacritics
 from govmilter.config import Config
@@ -61,6 +63,7 @@ class ContentRule:
     action: str  # score | reject
     mode: Mode
     reply: str
+    prefilter: Prefilter | None = None  # literals one of which every match contains
 
     def applies(self, internal: bool) -> bool:
         return self.direction == "any" or (self.direction == "outbound") == internal
@@ -130,6 +133,7 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
         action=action,
         mode=mode,
         reply=rule_reply,
+        prefilter=build_prefilter(regex),
     )
 
 
@@ -139,6 +143,7 @@ class _Texts:
     def __init__(self, tx: Transaction):
         self.tx = tx
         self._cache: dict[tuple[str, str, bool], tuple[str, ...]] = {}
+        self._folded: dict[tuple[str, str, bool], tuple[str, ...]] = {}
 
     def get(self, target: str, header: str, bare: bool) -> tuple[str, ...]:
         key = (target, header, bare)
@@ -149,6 +154,13 @@ class _Texts:
                 texts = tuple(normalize(t) for t in self._raw(target, header))
             self._cache[key] = texts
         return self._cache[key]
+
+    def folded(self, target: str, header: str, bare: bool) -> tuple[str, ...]:
+        """The same texts case-folded, for the rules' literal prefilters."""
+        key = (target, header, bare)
+        if key not in self._folded:
+            self._folded[key] = tuple(fold(t) for t in self.get(target, header, bare))
+        return self._folded[key]
 
     def _raw(self, target: str, header: str) -> list[str]:
         if target == "header":
@@ -198,7 +210,11 @@ class ContentCheck:
     def _fire(self, rule: ContentRule, texts: _Texts) -> Verdict | None:
         headers = rule.headers or ("",)
         for header in headers:
-            for text in texts.get(rule.target, header, rule.ignore_diacritics):
+            candidates = texts.get(rule.target, header, rule.ignore_diacritics)
+            if rule.prefilter is not None:
+                folded = texts.folded(rule.target, header, rule.ignore_diacritics)
+                candidates = tuple(t for t, f in zip(candidates, folded, strict=True) if rule.prefilter.may_match(t, f))
+            for text in candidates:
                 match = rule.regex.search(text)
                 if match:
                     return self._verdict(rule, header, match.group(0))

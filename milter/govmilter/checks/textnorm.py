@@ -30,6 +30,8 @@ def normalize(text: str) -> str:
 
 def strip_diacritics(text: str) -> str:
     """`Tối mật` -> `Toi mat`, `Đăng ký` -> `Dang ky`."""
+    if text.isascii():  # nothing to strip, and the per-character work below is the costly part
+        return text
     decomposed = unicodedata.normalize("NFD", text)
     bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return unicodedata.normalize("NFC", bare.replace("đ", "d").replace("Đ", "D"))
