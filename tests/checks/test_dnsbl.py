@@ -262,6 +262,21 @@ def test_silent_resolver_delays_a_message_by_at_most_the_budget(silent_dns: Sile
     assert silent_dns.received >= 2
 
 
+def test_silent_resolver_is_paused_and_health_says_so(silent_dns: SilentDns) -> None:
+    h = harness(silent_dns.port, "dnsbl.budget=0.3", "dnsbl.breaker_rounds=2", "dnsbl.breaker_cooldown=60")
+    check = next(c for c in h.pipeline.checks if isinstance(c, DnsblCheck))
+    assert check.health() == {"ok": True, "resolver": "in use"}
+    for _ in range(2):
+        h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2")
+    assert check.health() == {"ok": True, "resolver": "paused"}
+    time.sleep(0.3)  # let the last retries of the silent rounds arrive
+    received = silent_dns.received
+    result = h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2")
+    assert result.verdict.action is Action.ACCEPT
+    assert lookups(h, "zen.spamhaus.org", "skipped") == 1
+    assert silent_dns.received == received  # a paused resolver is not asked
+
+
 def test_closed_resolver_port_skips_every_zone_at_once(tmp_path: Path) -> None:
     from dns_fixture import free_dual_port
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from govmilter.checks.ruletables import entries
 from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
 from govmilter.config import Config
+from govmilter.domains import Domains, is_under, normalize_domain
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 from govmilter.rules import RuleErrors, RuleFile, RuleProblem
@@ -154,13 +155,8 @@ def reversed_ip(address: str) -> str | None:
 
 def normal_domain(host: str) -> str | None:
     """A host name as DNS spells it, lower-case ASCII; None when it is not a host name."""
-    host = _TRAILING.sub("", host.strip().lower())  # "example.com." or "example.com!" ends a sentence
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    return host if _HOSTNAME.match(host) else None
+    name = normalize_domain(_TRAILING.sub("", host.strip()))  # "example.com." or "example.com!" ends a sentence
+    return name if _HOSTNAME.match(name) else None
 
 
 def registered_domain(host: str) -> str:
@@ -171,8 +167,8 @@ def registered_domain(host: str) -> str:
 
 
 def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
-    """The domain is one of the names or under one of them."""
-    return any(domain == s or domain.endswith("." + s) for s in suffixes)
+    """The domain is one of the (normalised) names or under one of them."""
+    return any(is_under(domain, suffix) for suffix in suffixes)
 
 
 def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[str]:
@@ -237,7 +233,8 @@ class DnsblCheck:
         self.client = client
         self.metrics = metrics
         self.budget = budget
-        self.own_domains = tuple(d.lower().rstrip(".") for d in own_domains)
+        own = Domains.from_names(own_domains, ())
+        self.own_domains = own.local
         self.max_uri_domains = max_uri_domains
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
@@ -257,6 +254,11 @@ class DnsblCheck:
         if not queries:
             return []
         return self._ask(queries, tx)
+
+    def health(self) -> dict[str, object]:
+        """For /health: DNS never holds mail, so this is information, never 'not ok'."""
+        paused = getattr(self.client, "resolver_down", lambda: False)()
+        return {"ok": True, "resolver": "paused" if paused else "in use"}
 
     def _ip_queries(self, rules: DnsblRules, client_ip: str) -> list[Query]:
         reversed_name = reversed_ip(client_ip)
