@@ -120,3 +120,13 @@ def test_reply_text_cannot_break_the_protocol() -> None:
     from govmilter.adapter import _reply_text
 
     assert _reply_text("50% off\r\nX: y") == "50  off  X: y"
+
+
+def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime: Runtime) -> None:
+    milter = GovMilter(runtime)
+    assert runtime.pipeline.needs(Stage.HEADERS)  # the forwarding check decides there
+    assert milter.protocol_mask() & Milter.P_NOEOH  # so the step is kept
+    runtime.pipeline.__init__(  # type: ignore[misc]
+        [c for c in runtime.pipeline.checks if Stage.HEADERS not in c.stages], runtime.metrics
+    )
+    assert not milter.protocol_mask() & Milter.P_NOEOH  # Postfix may skip it
