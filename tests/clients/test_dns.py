@@ -107,6 +107,15 @@ def test_silent_server_costs_at_most_the_budget(silent_dns: SilentDns, client_fa
     assert budget <= elapsed < budget + 1.5  # generous margin for a busy machine
 
 
+def test_a_silent_query_frees_its_worker(silent_dns: SilentDns, client_factory: type[DnsClient]) -> None:
+    client = client_factory("127.0.0.1", silent_dns.port, workers=1, breaker_rounds=0)
+    assert client.lookup(["a.zen.spamhaus.org"], budget=0.3)["a.zen.spamhaus.org"].status == TIMEOUT
+    time.sleep(0.5)  # past the first query's own deadline
+    received = silent_dns.received
+    assert client.lookup(["b.zen.spamhaus.org"], budget=1)["b.zen.spamhaus.org"].status == TIMEOUT
+    assert silent_dns.received > received  # the only worker was free to ask again
+
+
 def test_silent_server_opens_the_breaker(silent_dns: SilentDns, client_factory: type[DnsClient]) -> None:
     client = client_factory("127.0.0.1", silent_dns.port, breaker_rounds=2, breaker_cooldown=60)
     for _ in range(2):

@@ -104,6 +104,7 @@ class ConnectedDo53(dns.nameserver.Do53Nameserver):
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.connect((self.address, self.port))
+            sock.setblocking(False)  # dnspython waits with select() up to its expiration
             return dns.query.udp(
                 request,
                 self.address,
