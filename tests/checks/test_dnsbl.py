@@ -128,6 +128,7 @@ def test_reversed_names() -> None:
     assert reversed_ip("2001:db8::2") == "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
     assert reversed_ip("IPv6:2001:db8::2") == reversed_ip("2001:db8::2")  # Postfix's spelling
     assert reversed_ip("::ffff:192.0.2.1") == "1.2.0.192"  # IPv4-mapped: the IPv4 list applies
+    assert reversed_ip("fe80::1%eth0") == reversed_ip("fe80::1")  # a scoped address: the scope is local
     assert reversed_ip("") is None
     assert reversed_ip("unknown") is None
 

@@ -144,8 +144,9 @@ def _parse_codes(values: Sequence[str], report: Callable[[str, str], None]) -> t
 
 def reversed_ip(address: str) -> str | None:
     """`127.0.0.2` -> `2.0.0.127`; IPv6 as 32 reversed nibbles; None if not an address."""
+    text = address.strip().removeprefix("IPv6:").strip("[]").partition("%")[0]  # a zone index is local
     try:
-        ip = ipaddress.ip_address(address.strip().removeprefix("IPv6:").strip("[]"))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
