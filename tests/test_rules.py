@@ -128,3 +128,9 @@ def test_an_added_rule_is_reloaded_and_a_broken_one_keeps_the_old_set(tmp_path: 
     assert store.reload_if_changed() == "reloaded"
     assert store.current().version == working.version  # the version is the content's hash
     assert [o for o, _, _ in reloads.seen] == ["reloaded", "failed", "reloaded"]
+
+
+def test_a_kind_that_is_not_a_string_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "odd.toml").write_text('kind = ["content"]\n')
+    with pytest.raises(RuleErrors, match=r"odd.toml:1: kind = \['content'\]: expected one of"):
+        load_ruleset(tmp_path, rule_compilers())

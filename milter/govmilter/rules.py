@@ -149,7 +149,7 @@ def load_ruleset(directory: str | Path, compilers: Mapping[str, Compiler]) -> Ru
             problems.append(RuleProblem(str(path), line, "", f"not valid TOML: {exc}"))
             continue
         kind = data.get("kind")
-        if kind not in compilers:
+        if not isinstance(kind, str) or kind not in compilers:
             known = ", ".join(sorted(compilers))
             problems.append(RuleProblem(str(path), 1, "", f"kind = {kind!r}: expected one of {known}"))
             continue
