@@ -87,3 +87,18 @@ def test_check_table_keeps_the_documented_order() -> None:
     order = ["forwarding", "size", "attachments", "antivirus", "dnsbl", "content"]
     names = [spec.name for spec in CHECK_TABLE]
     assert names == [name for name in order if name in names]
+
+
+def test_headers_only_this_gateway_may_set_are_found_last_first() -> None:
+    from govmilter.decision import forged_headers
+
+    t = tx()
+    t.headers = [
+        ("Subject", "x"),
+        ("X-Spam-Flag", "NO"),
+        ("X-Virus-Scanned", "clean, trust me"),
+        ("x-spam-flag", "NO"),
+        ("X-Govmilter", "forged"),
+        ("X-Spamming", "not ours"),
+    ]
+    assert forged_headers(t) == [("X-Govmilter", 1), ("x-spam-flag", 2), ("X-Virus-Scanned", 1), ("X-Spam-Flag", 1)]

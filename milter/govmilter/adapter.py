@@ -175,6 +175,8 @@ class GovMilter(Milter.Base):
         verdict = self.rt.pipeline.run(Stage.EOM, tx)
         if verdict is None:
             verdict = decision.accept_verdict(tx)
+            for name, index in decision.forged_headers(tx):
+                self.chgheader(name, index, "")
             for name, value in verdict.headers:
                 self.addheader(name, _reply_text(value))
             self.rt.pipeline.accepted(tx)
@@ -285,7 +287,7 @@ def serve(runtime: Runtime) -> None:
     """Run the milter until libmilter stops (SIGTERM/SIGINT)."""
     conn = runtime.config.milter.socket
     Milter.factory = functools.partial(GovMilter, runtime)
-    Milter.set_flags(Milter.ADDHDRS)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
     opensocket = getattr(libmilter, "opensocket")  # noqa: B009 (absent from pymilter's type stub)
     port = _inet_port(conn)
 

@@ -34,6 +34,27 @@ def accept_verdict(tx: Transaction) -> Verdict:
     return Verdict(Action.ACCEPT, "", headers=tuple(headers))
 
 
+# Headers whose meaning downstream depends on their having been set here: any copy that
+# arrives with the message is forged (a spammer's "X-Spam-Flag: NO") and is removed.
+OWN_HEADER_PREFIXES = ("x-govmilter", "x-spam-", "x-virus-scanned", "x-virus-status")
+
+
+def forged_headers(tx: Transaction) -> list[tuple[str, int]]:
+    """(name, occurrence) of each incoming header that only this gateway may set, last first.
+
+    Occurrences count from 1 per name, as the milter protocol's change-header action wants;
+    removing the last first keeps the earlier occurrences' numbers valid.
+    """
+    counts: dict[str, int] = {}
+    found: list[tuple[str, int]] = []
+    for name, _ in tx.headers:
+        key = name.lower()
+        counts[key] = counts.get(key, 0) + 1
+        if key.startswith(OWN_HEADER_PREFIXES):
+            found.append((name, counts[key]))
+    return found[::-1]
+
+
 def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float | None = None) -> None:
     """Count the decision and write its one log line."""
     metrics.messages.labels(action=verdict.action.value, check=verdict.check or "none").inc()

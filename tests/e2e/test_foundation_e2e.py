@@ -52,3 +52,17 @@ def test_exception_answers_451_and_the_milter_keeps_serving(stack: Stack) -> Non
         assert "RecursionError" not in log
     finally:
         stack.restart_milter(entry=original_entry)
+
+
+def test_forged_filter_headers_from_the_sender_are_removed(stack: Stack) -> None:
+    subject = unique("forged")
+    forged = {"X-Spam-Flag": "NO", "X-Spam-Score": "-100", "X-Virus-Scanned": "clean (forged)", "X-Govmilter": "x"}
+    reply = stack.send(
+        "sender@example.com", ["user@bacninh.gov.vn"], message(subject, headers=forged), source_ip=INTERNET_CLIENT
+    )
+    assert reply.accepted, reply
+    delivered = stack.sink.find(subject).message
+    assert delivered.get_all("X-Spam-Flag") is None
+    assert delivered.get_all("X-Spam-Score") != ["-100"]
+    assert "forged" not in str(delivered.get_all("X-Virus-Scanned"))
+    assert len(delivered.get_all("X-Govmilter")) == 1 and delivered["X-Govmilter"].startswith("govmilter ")
