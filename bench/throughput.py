@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--length", type=int, default=10240)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file (collapsed stacks)")
+    parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
