@@ -207,7 +207,7 @@ def main() -> int:
                 if args.profile and gov is govmilter_unix and round_no == 1 and gov.proc:
                     profiler = subprocess.Popen(
                         [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
-                         "--output", args.profile, "--rate", "100", "--native", "--idle"],
+                         "--output", args.profile, "--rate", "250", "--gil"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     time.sleep(1.0)
