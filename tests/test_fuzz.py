@@ -453,7 +453,7 @@ link_texts = st.lists(
 
 @FUZZ
 @given(link_texts, st.one_of(st.sampled_from(["127.0.0.2", "::1", "IPv6:2001:db8::2", "[10.0.0.1]",
-                                               "::ffff:1.2.3.4"]), wire_text))  # fmt: skip
+                                               "::ffff:1.2.3.4", "fe80::1%eth0"]), wire_text))  # fmt: skip
 def test_link_domains_and_addresses_never_raise(text: str, client: str) -> None:
     ran("links")
     names = link_domains([text, f"<p>{text}</p>"], ["bacninh.gov.vn"], 20)
