@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from govmilter.clients.redis import KeyValueStore, StoreError
+from govmilter.expiring import ExpiringMap
 from govmilter.metrics import Metrics
 
 log = logging.getLogger("govmilter.seen")
@@ -35,36 +34,16 @@ class LocalSeen:
 
     def __init__(self, ttl: int, max_entries: int, clock: Callable[[], float] = time.monotonic):
         self.ttl = ttl
-        self.max_entries = max(1, max_entries)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._map: ExpiringMap[str] = ExpiringMap(max(1, max_entries), clock)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._map)
 
     def remember(self, key: str, mailbox: str) -> None:
-        now = self._clock()
-        with self._lock:
-            self._entries.pop(key, None)
-            self._entries[key] = (now + self.ttl, mailbox[:MAX_VALUE])
-            # insertion order is expiry order (one TTL for all): drop the expired, then the oldest
-            while self._entries:
-                oldest_key, (expires, _) = next(iter(self._entries.items()))
-                if expires > now and len(self._entries) <= self.max_entries:
-                    break
-                del self._entries[oldest_key]
+        self._map.put(key, mailbox[:MAX_VALUE], self.ttl)
 
     def recall(self, key: str) -> str | None:
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= now:
-                del self._entries[key]
-                return None
-            return entry[1]
+        return self._map.get(key)
 
 
 class SeenMemory:

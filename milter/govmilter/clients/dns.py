@@ -17,7 +17,6 @@ import logging
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +28,8 @@ import dns.nameserver
 import dns.query
 import dns.rdatatype
 import dns.resolver
+
+from govmilter.expiring import ExpiringMap
 
 log = logging.getLogger("govmilter.dns")
 
@@ -54,36 +55,8 @@ class BlocklistResolver(Protocol):
         ...
 
 
-class TTLCache:
-    """A bounded map whose entries expire; safe to share between threads."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Answer | None:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= now:
-                del self._entries[key]
-                return None
-            return entry[1]
-
-    def put(self, key: str, answer: Answer, ttl: float) -> None:
-        if ttl <= 0 or self.max_entries <= 0:
-            return
-        with self._lock:
-            self._entries[key] = (time.monotonic() + ttl, answer)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)  # the oldest insertion goes first
-
-    def __len__(self) -> int:
-        return len(self._entries)
+class TTLCache(ExpiringMap[Answer]):
+    """Blocklist answers, each kept for its record's TTL."""
 
 
 class ConnectedDo53(dns.nameserver.Do53Nameserver):
