@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stack import Stack
 
 # 127.0.0.1 is the trusted internal relay; 127.0.0.2 is listed by every DNS blocklist (RFC 5782),
 # so a clean Internet client sends from 127.0.0.3
@@ -30,3 +39,29 @@ def message(subject: str, body: str = "Xin chao.\r\n", headers: dict[str, str] |
     ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def _lab_available() -> str | None:
+    if os.geteuid() != 0:
+        return "the loopback stack runs Postfix and must start as root"
+    for tool in ("postfix", "clamd", "dnsmasq"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"{tool} is not installed (make test installs it)"
+    return None
+
+
+def running_stack(prefix: str) -> Iterator[Stack]:
+    """A started private stack in a directory of its own, stopped and removed afterwards."""
+    reason = _lab_available()
+    if reason:
+        pytest.fail(reason)  # never skip silently: e2e tests are part of the suite
+    # not under pytest's tmp: that is root-only, and the postfix user must reach its files
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    lab = Stack(root)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.stop()
+        if not os.environ.get("GOVMILTER_KEEP_STACK"):
+            shutil.rmtree(root, ignore_errors=True)

@@ -7,10 +7,7 @@ The stack here is this module's own, since these tests kill its parts.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +15,13 @@ from pathlib import Path
 import pytest
 
 from e2e.accounting import account, plain, send_all, with_attachment
+from e2e.helpers import running_stack
 from stack import Stack
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Stack]:
-    root = Path(tempfile.mkdtemp(prefix="govmilter-faults-"))
-    stack = Stack(root)
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-        if not os.environ.get("GOVMILTER_KEEP_STACK"):
-            shutil.rmtree(root, ignore_errors=True)
+    yield from running_stack("govmilter-faults-")  # this module kills parts of its stack
 
 
 def test_clamd_killed_mid_scan(lab: Stack) -> None:
