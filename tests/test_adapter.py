@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Iterator
 
 import Milter
 import pytest
-from Milter.testctx import TestCtx as PymilterTestCtx
 
 from govmilter.adapter import GovMilter
-from govmilter.config import load_config
 from govmilter.model import Stage, Transaction, Verdict
-from govmilter.pipeline import CHECK_NAMES
 from govmilter.runtime import Runtime
-from support import RULES
-
-NO_REPLY_BITS = (
-    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | Milter.P_NR_DATA
-    | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
-)
-
-
-class TestCtx(PymilterTestCtx):  # type: ignore[misc]
-    __test__ = False
-
-
-SERVICE_CHECKS = [name for name in ("antivirus", "dnsbl") if name in CHECK_NAMES]  # need clamd / DNS
+from milter_ctx import TestCtx, adapter_runtime
 
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
-    monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
-    rt = Runtime(config, skip=SERVICE_CHECKS)
-    previous = Milter.factory
-    Milter.factory = functools.partial(GovMilter, rt)
-    yield rt
-    Milter.factory = previous
+    yield from adapter_runtime(monkeypatch)
 
 
 def feed(

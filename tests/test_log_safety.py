@@ -10,7 +10,6 @@ show in a log line or an error message.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import shutil
@@ -23,40 +22,22 @@ from urllib.parse import quote
 
 import Milter
 import pytest
-from Milter.testctx import TestCtx as PymilterTestCtx
 
-from govmilter.adapter import GovMilter
 from govmilter.clients.redis import RedisStore, redact_url
-from govmilter.config import load_config
 from govmilter.logfmt import FORMAT, OneLineFormatter, one_line
 from govmilter.model import Action, Stage, Transaction, Verdict
-from govmilter.pipeline import CHECK_NAMES
 from govmilter.runtime import Runtime
+from milter_ctx import SERVICE_CHECKS, TestCtx, adapter_runtime
 from support import ROOT, RULES, Harness
 
-NO_REPLY_BITS = (
-    Milter.P_NR_CONN | Milter.P_NR_HELO | Milter.P_NR_MAIL | Milter.P_NR_RCPT | Milter.P_NR_DATA
-    | Milter.P_NR_UNKN | Milter.P_NR_EOH | Milter.P_NR_BODY | Milter.P_NR_HDR
-)  # fmt: skip
-SERVICE_CHECKS = [name for name in ("antivirus", "dnsbl") if name in CHECK_NAMES]
 FORGED = "\r\nqueue_id=FORGED client=127.0.0.1 action=accept\r\n"
 NASTY = f"x{FORGED}\x00\x1b[31m\x7f\u2028\udcff"
 FORMATTER = OneLineFormatter(FORMAT)
 
 
-class TestCtx(PymilterTestCtx):  # type: ignore[misc]
-    __test__ = False
-
-
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
-    monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
-    rt = Runtime(config, skip=SERVICE_CHECKS)
-    previous = Milter.factory
-    Milter.factory = functools.partial(GovMilter, rt)
-    yield rt
-    Milter.factory = previous
+    yield from adapter_runtime(monkeypatch)
 
 
 def drive(ctx: TestCtx, helo: str, sender: str, rcpts: list[str], headers: list[tuple[str, str]], body: bytes,
