@@ -144,10 +144,13 @@ class Clamd:
 
 
 class Dns:
-    def __init__(self, root: Path, port: int, records: Sequence[str] = DNS_RECORDS):
+    """dnsmasq answering test records on 127.0.0.1:port and NXDOMAIN for every other name."""
+
+    def __init__(self, root: Path, port: int, records: Sequence[str] = DNS_RECORDS, ttl: int | None = None):
         self.root = root
         self.port = port
         self.records = records
+        self.ttl = ttl
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -163,6 +166,7 @@ class Dns:
             "--address=/#/",
             f"--pid-file={self.root / 'dnsmasq.pid'}",
             *(f"--host-record={r}" for r in self.records),
+            *([f"--local-ttl={self.ttl}"] if self.ttl is not None else []),
         ]
         log = open(self.root / "dnsmasq.out", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from stack import Dns, free_dns_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
@@ -33,69 +33,19 @@ RECORDS = (
 
 def free_dual_port() -> int:
     """A loopback port free for both UDP and TCP (dnsmasq binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free loopback port")
+    return free_dns_port()
 
 
-class LabDns:
-    """A private dnsmasq answering the test zone on 127.0.0.1:port."""
+class LabDns(Dns):
+    """The loopback stack's dnsmasq with this module's records, on a free port."""
 
     def __init__(self, root: Path, records: Sequence[str] = RECORDS, ttl: int = 300):
-        self.root = root
-        self.records = records
-        self.ttl = ttl
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(root, 0, records, ttl)
 
-    def start(self) -> LabDns:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_dual_port()
-        args = [
-            DNSMASQ,
-            "--no-daemon",
-            "--no-resolv",
-            "--no-hosts",
-            f"--port={self.port}",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--address=/#/",
-            f"--local-ttl={self.ttl}",
-            f"--pid-file={self.root / 'dnsmasq.pid'}",
-            *(f"--host-record={r}" for r in self.records),
-        ]
-        log = open(self.root / "dnsmasq.out", "ab")  # lives as long as the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        deadline = time.monotonic() + 15
-        while not self._answers():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dnsmasq did not start: {(self.root / 'dnsmasq.out').read_text()}")
-            time.sleep(0.05)
+    def start(self) -> LabDns:  # type: ignore[override]
+        self.port = free_dns_port()
+        super().start()
         return self
-
-    def _answers(self) -> bool:
-        query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.3)
-            try:
-                sock.sendto(query, ("127.0.0.1", self.port))
-                return sock.recv(512)[:2] == b"\x12\x34"
-            except OSError:
-                return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
 
 
 class SilentDns:
