@@ -85,70 +85,56 @@ class AntivirusCheck:
     def _failed(self, tx: Transaction, kind: str) -> Verdict:
         outbound = tx.envelope.internal
         policy = self.config.on_failure_outbound if outbound else self.config.on_failure_inbound
-        reason = f"clamd {kind}, {'outbound' if outbound else 'inbound'} policy {policy}"
-        if policy == "accept":
-            note = f"not scanned (govmilter {__version__}: virus scanner unavailable)"
-            return Verdict(
-                Action.CONTINUE, self.name, rule="scan-failed", headers=((NOT_SCANNED_HEADER, note),), reason=reason
-            )
-        if policy == "reject":
-            return Verdict(
-                Action.REJECT,
-                self.name,
-                rule="scan-failed",
-                code="554",
-                enhanced="5.7.1",
-                text=(
-                    f"Khong quet duoc virus, thu bi tu choi ({REGULATION})"
-                    " - the message could not be scanned for viruses and is refused"
-                ),
-                reason=reason,
-            )
-        return Verdict(
-            Action.TEMPFAIL,
-            self.name,
-            rule="scan-failed",
-            code="451",
-            enhanced="4.7.1",
-            text=(
+        return self._not_scanned(
+            policy,
+            "scan-failed",
+            f"clamd {kind}, {'outbound' if outbound else 'inbound'} policy {policy}",
+            note="virus scanner unavailable",
+            reject=(
+                "554",
+                "5.7.1",
+                f"Khong quet duoc virus, thu bi tu choi ({REGULATION})"
+                " - the message could not be scanned for viruses and is refused",
+            ),
+            retry=(
                 f"Tam thoi khong quet duoc virus, vui long gui lai sau ({REGULATION})"
                 " - virus scanning is temporarily unavailable, please try again later"
             ),
-            reason=reason,
         )
 
     def _size_limit(self, tx: Transaction, answer: str) -> Verdict:
         policy = self.config.on_size_limit
-        reason = f"not scanned whole, {tx.raw_size} bytes: clamd {answer}; policy {policy}"
-        if policy == "accept":
-            note = f"not scanned (govmilter {__version__}: too large for the virus scanner)"
-            return Verdict(
-                Action.CONTINUE, self.name, rule="size-limit", headers=((NOT_SCANNED_HEADER, note),), reason=reason
-            )
-        if policy == "reject":
-            return Verdict(
-                Action.REJECT,
-                self.name,
-                rule="size-limit",
-                code="552",
-                enhanced="5.3.4",
-                text=(
-                    f"Thu qua lon de quet virus, thu bi tu choi ({REGULATION})"
-                    " - the message is too large to be scanned for viruses and is refused"
-                ),
-                reason=reason,
-            )
-        return Verdict(
-            Action.TEMPFAIL,
-            self.name,
-            rule="size-limit",
-            code="451",
-            enhanced="4.7.1",
-            text=(
+        return self._not_scanned(
+            policy,
+            "size-limit",
+            f"not scanned whole, {tx.raw_size} bytes: clamd {answer}; policy {policy}",
+            note="too large for the virus scanner",
+            reject=(
+                "552",
+                "5.3.4",
+                f"Thu qua lon de quet virus, thu bi tu choi ({REGULATION})"
+                " - the message is too large to be scanned for viruses and is refused",
+            ),
+            retry=(
                 f"Thu qua lon de quet virus luc nay, vui long gui lai sau ({REGULATION})"
                 " - the message is too large for the virus scanner now, please try again later"
             ),
-            reason=reason,
+        )
+
+    def _not_scanned(
+        self, policy: str, rule: str, reason: str, *, note: str, reject: tuple[str, str, str], retry: str
+    ) -> Verdict:
+        """A message clamd did not scan whole: accept with a header, reject, or tempfail, as the policy says."""
+        if policy == "accept":
+            header = (NOT_SCANNED_HEADER, f"not scanned (govmilter {__version__}: {note})")
+            return Verdict(Action.CONTINUE, self.name, rule=rule, headers=(header,), reason=reason)
+        if policy == "reject":
+            code, enhanced, text = reject
+            return Verdict(
+                Action.REJECT, self.name, rule=rule, code=code, enhanced=enhanced, text=text, reason=reason
+            )
+        return Verdict(
+            Action.TEMPFAIL, self.name, rule=rule, code="451", enhanced="4.7.1", text=retry, reason=reason
         )
 
     def health(self) -> dict[str, object]:
