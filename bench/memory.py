@@ -24,7 +24,6 @@ import io
 import json
 import random
 import smtplib
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +39,19 @@ sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "milter"))
 
 from govmilter.mime import walk  # noqa: E402
-from stack import EICAR, TESTFILES, Clamd, Dns, Govmilter, Postfix, free_dns_port, free_port, port_open, wait_until  # noqa: E402
+from stack import (  # noqa: E402
+    EICAR,
+    TESTFILES,
+    Clamd,
+    Dns,
+    Govmilter,
+    Postfix,
+    SmtpSink,
+    free_dns_port,
+    free_port,
+    govmilter_settings,
+    proc_status_kb,
+)
 
 CLIENT = "127.0.0.3"  # an Internet client: every check runs (127.0.0.2 is DNS-listed)
 MIB = 1024 * 1024
@@ -124,13 +135,6 @@ def send(port: int, data: bytes) -> int:
 # ---- measuring ----------------------------------------------------------------------------------
 
 
-def status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def mb(kb: int) -> float:
     return round(kb / 1024, 1)
 
@@ -146,7 +150,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, status_kb(self.pid, "VmRSS"))
+            self.peak = max(self.peak, proc_status_kb(self.pid, "VmRSS"))
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -205,32 +209,28 @@ def main() -> int:
     milter_dir = root / "milter"
     milter_dir.mkdir(mode=0o755)
     socket = f"unix:{milter_dir}/g.sock"
-    govmilter = Govmilter(
-        root / "govmilter",
-        {
-            "milter.socket": f'"{socket}"',
-            "milter.spool_dir": f'"{root}"',
-            "rules.dir": f'"{ROOT / "rules"}"',
-            "antivirus.clamd": f'["unix:{clamd.socket}"]',
-            "dnsbl.resolver": '"127.0.0.1"',
-            "dnsbl.resolver_port": str(dns_port),
-            "metrics.listen": f'"127.0.0.1:{metrics_port}"',
-            "log.level": '"warning"',
-            **dict(item.split("=", 1) for item in args.set),
-        },
+    settings = govmilter_settings(
+        socket=socket,
+        spool_dir=root,
+        rules_dir=ROOT / "rules",
+        clamd_socket=clamd.socket,
+        dns_port=dns_port,
+        metrics_port=metrics_port,
     )
+    settings["log.level"] = '"warning"'
+    settings.update(item.split("=", 1) for item in args.set)
+    govmilter = Govmilter(root / "govmilter", settings)
     postfix = Postfix(root / "postfix", smtp_port, sink_port, socket, extra=["in_flow_delay = 0"])
-    sink = subprocess.Popen(["smtp-sink", "-u", "root", f"127.0.0.1:{sink_port}", "1000"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    sink = SmtpSink(sink_port)
     try:
-        wait_until(lambda: port_open(sink_port), 10, "smtp-sink")
+        sink.start()
         clamd.start()
         dns.start()
         govmilter.start()
         postfix.start()
         assert govmilter.proc is not None
         pid = govmilter.proc.pid
-        figures["rss_start_mb"] = mb(status_kb(pid, "VmRSS"))
+        figures["rss_start_mb"] = mb(proc_status_kb(pid, "VmRSS"))
 
         # RSS after every 1000 messages: growth that levels off is caches filling, growth that
         # goes on is a leak
@@ -241,7 +241,7 @@ def main() -> int:
             for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
                 codes[code] = codes.get(code, 0) + count
             time.sleep(1)
-            trend[stop] = mb(status_kb(pid, "VmRSS"))
+            trend[stop] = mb(proc_status_kb(pid, "VmRSS"))
             print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
         figures["rss_trend_mb"] = trend
         figures["rss_after_1000_mb"] = trend.get(1000)
@@ -257,21 +257,19 @@ def main() -> int:
             figures["big_seconds"] = round(time.perf_counter() - started, 1)
         figures["big_replies"] = {code: big_codes.count(code) for code in set(big_codes)}
         figures["peak_rss_sampled_mb"] = mb(sampler.peak)
-        figures["peak_rss_vmhwm_mb"] = mb(status_kb(pid, "VmHWM"))
-        figures["rss_after_big_mb"] = mb(status_kb(pid, "VmRSS"))
+        figures["peak_rss_vmhwm_mb"] = mb(proc_status_kb(pid, "VmHWM"))
+        figures["rss_after_big_mb"] = mb(proc_status_kb(pid, "VmRSS"))
         print(
             f"{args.big} x {figures['big_message_mb']} MB at once: peak rss {figures['peak_rss_vmhwm_mb']} MB"
             f" (sampled {figures['peak_rss_sampled_mb']} MB), replies {figures['big_replies']}",
             flush=True,
         )
     finally:
-        for part in (postfix, govmilter, dns, clamd):
+        for part in (postfix, govmilter, sink, dns, clamd):
             try:
                 part.stop()
             except Exception as exc:
                 print(f"stopping {type(part).__name__}: {exc}", file=sys.stderr)
-        sink.terminate()
-        sink.wait(10)
 
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -25,28 +25,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 
-from stack import Clamd, Dns, Govmilter, Postfix, free_dns_port, free_port, port_open, wait_until
+from stack import (
+    Clamd,
+    Dns,
+    Govmilter,
+    Postfix,
+    SmtpSink,
+    free_dns_port,
+    free_port,
+    govmilter_settings,
+    proc_status_kb,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class SmtpSink:
-    def __init__(self, port: int):
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["smtp-sink", "-u", "root", f"127.0.0.1:{self.port}", "1000"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: port_open(self.port), 10, "smtp-sink")
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class ClamavMilter:
@@ -96,10 +88,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return proc_status_kb(pid, "VmRSS") / 1024
 
 
 def histogram(url: str, name: str) -> dict[float, float]:
@@ -163,21 +152,22 @@ def main() -> int:
     milter_dir.mkdir(mode=0o755)
     inet_port = free_port()
     metrics_port = free_port()
-    common = {
-        "milter.spool_dir": f'"{root}"',
-        "rules.dir": f'"{ROOT / "rules"}"',
-        "antivirus.clamd": f'["unix:{clamd.socket}"]',
-        "dnsbl.resolver": '"127.0.0.1"',
-        "dnsbl.resolver_port": str(dns_port),
-        "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+    def settings(socket: str) -> dict[str, str]:
+        values = govmilter_settings(
+            socket=socket,
+            spool_dir=root,
+            rules_dir=ROOT / "rules",
+            clamd_socket=clamd.socket,
+            dns_port=dns_port,
+            metrics_port=metrics_port,
+        )
         # the load comes from 127.0.0.1: make it an Internet client so every check runs
-        "network.trusted_relays": '["10.0.0.0/8"]',
-        "log.level": '"warning"',
-    }
-    govmilter_unix = Govmilter(root / "govmilter-unix", {**common, "milter.socket": f'"unix:{milter_dir}/g.sock"'})
-    govmilter_inet = Govmilter(
-        root / "govmilter-inet", {**common, "milter.socket": f'"inet:{inet_port}@127.0.0.1"'}
-    )
+        values["network.trusted_relays"] = '["10.0.0.0/8"]'
+        values["log.level"] = '"warning"'
+        return values
+
+    govmilter_unix = Govmilter(root / "govmilter-unix", settings(f"unix:{milter_dir}/g.sock"))
+    govmilter_inet = Govmilter(root / "govmilter-inet", settings(f"inet:{inet_port}@127.0.0.1"))
     postfix = Postfix(root / "postfix", smtp_port, sink_port, "")
     variants: dict[str, tuple[str, Callable[[], None], Callable[[], None], Govmilter | None]] = {
         "no milter": ("", lambda: None, lambda: None, None),

@@ -80,6 +80,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def proc_status_kb(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in kB (VmRSS, VmHWM), 0 if absent."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def govmilter_settings(
+    *, socket: str, spool_dir: Path, rules_dir: Path, clamd_socket: Path, dns_port: int, metrics_port: int
+) -> dict[str, str]:
+    """`--set` values pointing govmilter at the parts of a loopback stack."""
+    return {
+        "milter.socket": f'"{socket}"',
+        "milter.spool_dir": f'"{spool_dir}"',
+        "rules.dir": f'"{rules_dir}"',
+        "antivirus.clamd": f'["unix:{clamd_socket}"]',
+        "dnsbl.resolver": '"127.0.0.1"',
+        "dnsbl.resolver_port": str(dns_port),
+        "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+    }
+
+
 # --- clamd -------------------------------------------------------------------
 
 
@@ -270,6 +293,26 @@ class Sink:
         """The delivered message whose bytes contain `marker` (a unique Message-ID or subject)."""
         needle = marker.encode()
         return self.wait_for(lambda item: needle in item.data, timeout)
+
+
+class SmtpSink:
+    """Postfix's smtp-sink: accepts and discards, for load (the capturing Sink is for tests)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "root", f"127.0.0.1:{self.port}", "1000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), 10, "smtp-sink")
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        self.proc = None
 
 
 # --- Postfix -------------------------------------------------------------------
@@ -524,16 +567,15 @@ class Stack:
         return f"http://127.0.0.1:{self.metrics_port}"
 
     def milter_settings(self) -> dict[str, str]:
-        settings = {
-            "milter.socket": f'"{self.milter_socket}"',
-            "milter.spool_dir": f'"{self.root / "spool"}"',
-            "rules.dir": f'"{self.rules_dir}"',
-            "rules.reload_interval": "0.5",
-            "antivirus.clamd": f'["unix:{self.clamd.socket}"]',
-            "dnsbl.resolver": '"127.0.0.1"',
-            "dnsbl.resolver_port": str(self.dns_port),
-            "metrics.listen": f'"127.0.0.1:{self.metrics_port}"',
-        }
+        settings = govmilter_settings(
+            socket=self.milter_socket,
+            spool_dir=self.root / "spool",
+            rules_dir=self.rules_dir,
+            clamd_socket=self.clamd.socket,
+            dns_port=self.dns_port,
+            metrics_port=self.metrics_port,
+        )
+        settings["rules.reload_interval"] = "0.5"
         settings.update(self.settings)
         return settings
 

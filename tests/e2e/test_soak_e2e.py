@@ -12,13 +12,12 @@ import os
 import time
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from e2e.accounting import Outgoing, _outgoing, account, plain, send_all
 from e2e.helpers import INTERNET_CLIENT, TRUSTED_RELAY, unique
-from stack import Stack
+from stack import Stack, proc_status_kb
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -62,12 +61,7 @@ def mix(count: int) -> list[Outgoing]:
 def milter_usage(stack: Stack) -> tuple[float, int]:
     assert stack.govmilter.proc is not None
     pid = stack.govmilter.proc.pid
-    rss = next(
-        int(line.split()[1]) / 1024
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+    return proc_status_kb(pid, "VmRSS") / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def send_and_check(stack: Stack, messages: list[Outgoing], kinds: Counter[str]) -> None:
