@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import Milter
@@ -23,7 +23,7 @@ from govmilter import decision
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
 from govmilter.runtime import Runtime
 from govmilter.scan import is_trusted
-from govmilter.spool import Spool, raw_message
+from govmilter.spool import Spool
 
 log = logging.getLogger("govmilter.adapter")
 
@@ -119,7 +119,7 @@ class GovMilter(Milter.Base):
             trusted_relay=is_trusted(self.client_ip, self.rt.config.network.trusted_relays),
         )
         tx = Transaction(envelope=envelope, ruleset=self.rt.rules.current())
-        tx.raw_loader = functools.partial(self._raw_chunks, tx)
+        tx.body_loader = self._body_chunks
         tx.facts_loader = functools.partial(self.rt.walk, tx)
         self.tx = tx
         return self._stage(Stage.MAIL)
@@ -221,8 +221,8 @@ class GovMilter(Milter.Base):
         self._end_message()
         return _RETURN_CODES.get(verdict.action, Milter.TEMPFAIL)
 
-    def _raw_chunks(self, tx: Transaction) -> Any:
-        return raw_message(tx.headers, self.spool)
+    def _body_chunks(self) -> Iterator[bytes]:
+        return self.spool.chunks() if self.spool is not None else iter(())
 
     def _remember_failure(self, where: str, exc: Exception) -> None:
         log.error("internal error in %s: %s", where, "".join(traceback.format_exception(exc)).strip())

@@ -98,6 +98,8 @@ class AntivirusConfig:
     on_size_limit: str = "tempfail"  # clamd's "INSTREAM size limit exceeded"
     breaker_failures: int = 3  # consecutive failures that open an address's circuit
     breaker_cooldown: float = 10.0  # seconds before an open circuit is tried again
+    cache_ttl: float = 300.0  # seconds a copy of a scanned message reuses its answer; 0 scans every copy
+    cache_entries: int = 10000
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.scan_cache = Counter(
+            "govmilter_antivirus_cache_total",
+            "Scan-cache lookups: hit (a copy of a scanned message, clamd not asked) or miss",
+            ["result"],
+            registry=r,
+        )
         self.clamd_up = Gauge(
             "govmilter_clamd_up",
             "1 when the clamd address answered its last scan or probe, 0 when not",

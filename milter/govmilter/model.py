@@ -7,9 +7,11 @@ headers and the MessageFacts of the MIME walk, and return Verdicts.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from govmilter.spool import header_block
 
 if TYPE_CHECKING:
     from govmilter.rules import RuleSet
@@ -154,7 +156,7 @@ class Transaction:
     hits: list[Verdict] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)  # per-check per-message state
     facts_loader: Callable[[], MessageFacts] | None = None
-    raw_loader: Callable[[], Any] | None = None  # -> iterator of raw message chunks
+    body_loader: Callable[[], Iterator[bytes]] | None = None  # -> the body from its start, in chunks
     _facts: MessageFacts | None = None
 
     @property
@@ -176,8 +178,13 @@ class Transaction:
             self._facts = self.facts_loader() if self.facts_loader else MessageFacts()
         return self._facts
 
-    def raw_chunks(self) -> Any:
-        """Iterator over the raw message (headers and body) as bytes chunks."""
-        if self.raw_loader is None:
+    def body_chunks(self) -> Iterator[bytes]:
+        """The body as received, from its start, in chunks; each call starts over."""
+        if self.body_loader is None:
             return iter(())
-        return self.raw_loader()
+        return self.body_loader()
+
+    def raw_chunks(self) -> Iterator[bytes]:
+        """The raw message (headers, then body) as bytes chunks."""
+        yield header_block(self.headers)
+        yield from self.body_chunks()

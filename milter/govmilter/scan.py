@@ -19,7 +19,7 @@ from govmilter.mime import walk
 from govmilter.model import Envelope, Stage, Transaction, Verdict
 from govmilter.pipeline import Pipeline
 from govmilter.rules import RuleSet
-from govmilter.spool import Spool, raw_message, read_message_file
+from govmilter.spool import Spool, read_message_file
 
 
 def is_trusted(client_ip: str, trusted_relays: Iterable[str]) -> bool:
@@ -87,7 +87,7 @@ def scan_message(
     headers, body = read_message_file(stream)
     spool = Spool(None, config.milter.spool_threshold)
     tx = Transaction(envelope=envelope, ruleset=ruleset)
-    tx.raw_loader = lambda: raw_message(tx.headers, spool)
+    tx.body_loader = spool.chunks
     tx.facts_loader = lambda: walk(tx.raw_chunks())
     started = time.perf_counter()
     try:

@@ -51,13 +51,6 @@ def header_block(headers: Sequence[tuple[str, str]]) -> bytes:
     return b"".join(lines)
 
 
-def raw_message(headers: Sequence[tuple[str, str]], spool: Spool | None) -> Iterator[bytes]:
-    """The whole message, headers then body, in chunks."""
-    yield header_block(headers)
-    if spool is not None:
-        yield from spool.chunks()
-
-
 def read_message_file(stream: BinaryIO) -> tuple[list[tuple[str, str]], Iterator[bytes]]:
     """Split a stored message into its header fields and its body chunks.
 

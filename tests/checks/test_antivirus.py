@@ -251,3 +251,74 @@ def test_signature_names_are_made_safe_for_replies() -> None:
 def test_bad_antivirus_settings_are_refused_at_load(setting: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(None, [setting])
+
+
+# --- copies of one message reuse the first copy's answer -----------------------------------
+
+
+def copy_of(message: bytes, **fields: str) -> bytes:
+    """The same message with fields replaced where they stand, or added in front as a relay would."""
+    head, body = message.split(b"\n\n", 1)
+    wanted = {name.replace("_", "-"): value for name, value in fields.items()}
+    lines = []
+    for line in head.split(b"\n"):
+        name = line.split(b":", 1)[0].decode().lower()
+        lines.append(f"{name}: {wanted.pop(name)}".encode() if name in wanted else line)
+    added = [f"{name}: {value}".encode() for name, value in wanted.items()]
+    return b"\n".join(added + lines) + b"\n\n" + body
+
+
+def cache_count(scanner: Harness, result: str) -> float | None:
+    return scanner.metrics.registry.get_sample_value("govmilter_antivirus_cache_total", {"result": result})
+
+
+def test_a_copy_with_other_trace_fields_reuses_the_answer_without_asking_clamd(clamd_factory: ClamdFactory) -> None:
+    server = clamd_factory()
+    scanner = harness([server.address])
+    circular = mail("Cong van so 12", [("congvan.txt", b"Noi dung cong van.\n" * 200)])
+    virus = mail("Cong van so 13", [("x.com", EICAR)])
+    assert scanner.scan(circular).verdict.action is Action.ACCEPT
+    assert scanner.scan(virus).verdict.rule == "virus-found"
+    server.stop()  # from here on only the remembered answers can decide
+    copy = copy_of(
+        circular,
+        to="other@bacninh.gov.vn",
+        message_id="<copy-2@example.com>",
+        date="Mon, 23 Nov 2026 10:00:00 +0700",
+        received="from relay.example.com (relay [192.0.2.1]) by mx; Mon, 23 Nov 2026 10:00:00 +0700",
+    )
+    result = scanner.scan(copy)
+    assert result.verdict.action is Action.ACCEPT
+    assert dict(result.verdict.headers)["X-Virus-Scanned"].startswith(f"govmilter {__version__} with ClamAV ")
+    virus_copy = scanner.scan(copy_of(virus, to="third@bacninh.gov.vn", message_id="<copy-3@example.com>"))
+    assert virus_copy.verdict.rule == "virus-found" and "Eicar-Test-Signature" in virus_copy.verdict.text
+    # another body, or another subject, is another message: clamd (stopped) must be asked
+    assert scanner.scan(mail("Cong van so 14")).verdict.action is Action.TEMPFAIL
+    assert scanner.scan(copy_of(circular, subject="Cong van so 12 (sua)")).verdict.action is Action.TEMPFAIL
+    # a per-copy field too long to be a header line is part of the key
+    assert scanner.scan(copy_of(circular, received="x" * 999)).verdict.action is Action.TEMPFAIL
+    assert cache_count(scanner, "hit") == 2 and cache_count(scanner, "miss") == 5
+
+
+def test_a_new_clamav_version_is_not_answered_from_the_cache(clamd_factory: ClamdFactory) -> None:
+    server = clamd_factory()
+    scanner = harness([server.address])
+    circular = mail("Thong bao", [("thongbao.txt", b"Thong bao.\n" * 100)])
+    assert scanner.scan(circular).verdict.action is Action.ACCEPT
+    check = next(c for c in scanner.pipeline.checks if c.name == "antivirus")
+    address, (version, fetched) = next(iter(check.pool._versions.items()))
+    check.pool._versions[address] = (version + " (new signatures)", fetched)  # as a refresh after an update
+    server.stop()
+    assert scanner.scan(copy_of(circular, message_id="<again@example.com>")).verdict.action is Action.TEMPFAIL
+
+
+def test_cache_ttl_zero_scans_every_copy(clamd_factory: ClamdFactory) -> None:
+    server = clamd_factory()
+    scanner = harness([server.address], "antivirus.cache_ttl=0")
+    circular = mail("Thong bao", [("thongbao.txt", b"Thong bao.\n" * 100)])
+    assert scanner.scan(circular).verdict.action is Action.ACCEPT
+    assert scanner.scan(copy_of(circular, message_id="<b@example.com>")).verdict.action is Action.ACCEPT
+    assert scanner.metrics.registry.get_sample_value("govmilter_antivirus_scans_total", {"result": "clean"}) == 2
+    server.stop()
+    assert scanner.scan(copy_of(circular, message_id="<c@example.com>")).verdict.action is Action.TEMPFAIL
+    assert cache_count(scanner, "hit") is None

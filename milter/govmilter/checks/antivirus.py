@@ -1,7 +1,9 @@
 """The antivirus check: every message goes through clamd (QD 06/2022 Dieu 8.2).
 
 The raw message (headers and body, read back from the spool in chunks) is
-streamed with INSTREAM. A virus is refused with its signature name; a clean
+streamed with INSTREAM. Copies of one message (the same content, other
+per-copy metadata) reuse the first copy's answer for a few minutes, from the
+same ClamAV version only (scancache.py). A virus is refused with its signature name; a clean
 message gets X-Virus-Scanned. When clamd gives no answer the per-direction
 failure policy decides (451 by default: the sender retries, nothing is lost
 unscanned). clamd's "INSTREAM size limit exceeded" (the stream passed its
@@ -22,6 +24,7 @@ from govmilter.config import AntivirusConfig, Config
 from govmilter.decision import clean
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Stage, Transaction, Verdict
+from govmilter.scancache import CachedScan, ScanCache, scan_key
 
 log = logging.getLogger("govmilter.antivirus")
 
@@ -47,10 +50,17 @@ class AntivirusCheck:
         self.config = config
         self.pool = pool
         self.metrics = metrics
+        self.cache = ScanCache(config.cache_entries, config.cache_ttl)
         self._labels: set[str] = set()
         self._labels_lock = threading.Lock()
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        key = scan_key(tx.headers, tx.body_chunks()) if self.cache.enabled else ""
+        if key:
+            cached = self.cache.get(key, self._current_version)
+            self.metrics.scan_cache.labels(result="hit" if cached else "miss").inc()
+            if cached is not None:
+                return [self._answer(cached)]
         started = time.perf_counter()
         try:
             reply = self.pool.scan(tx.raw_chunks, self.config.scan_timeout)
@@ -62,15 +72,23 @@ class AntivirusCheck:
         finally:
             self.metrics.scan_duration.observe(time.perf_counter() - started)
         self.metrics.scans.labels(result=reply.outcome.value).inc()
-        if reply.outcome is Outcome.FOUND:
-            signature = safe_signature(reply.signature)
-            self.metrics.signatures.labels(signature=self._label(signature)).inc()
-            return [found(signature)]
         if reply.outcome is Outcome.SIZE_LIMIT:
             return [self._size_limit(tx, reply.signature or "INSTREAM size limit exceeded (StreamMaxLength)")]
-        version = self.pool.version(reply.address, VERSION_TIMEOUT)
-        scanned = f"govmilter {__version__} with ClamAV {version}".rstrip()
-        return [Verdict(Action.CONTINUE, self.name, headers=((SCANNED_HEADER, scanned),), reason="clean")]
+        signature = safe_signature(reply.signature) if reply.outcome is Outcome.FOUND else ""
+        answer = CachedScan(signature, reply.address, self._current_version(reply.address))
+        if key:
+            self.cache.put(key, answer)
+        return [self._answer(answer)]
+
+    def _current_version(self, address: str) -> str:
+        return self.pool.version(address, VERSION_TIMEOUT)
+
+    def _answer(self, scan: CachedScan) -> Verdict:
+        if scan.signature:
+            self.metrics.signatures.labels(signature=self._label(scan.signature)).inc()
+            return found(scan.signature)
+        scanned = f"govmilter {__version__} with ClamAV {scan.version}".rstrip()
+        return Verdict(Action.CONTINUE, self.name, headers=((SCANNED_HEADER, scanned),), reason="clean")
 
     def _label(self, signature: str) -> str:
         """Signature names as metric labels, bounded: past the cap they count as "other"."""
