@@ -39,6 +39,7 @@ from Milter.testctx import TestCtx as PymilterTestCtx
 from govmilter import decision, spool
 from govmilter.adapter import GovMilter
 from govmilter.archive import local_header_encrypted, looks_like_zip, read_directory
+from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import link_domains, reversed_ip
 from govmilter.checks.textnorm import html_to_text, normalize, strip_diacritics
 from govmilter.config import load_config
@@ -463,6 +464,25 @@ def test_link_domains_and_addresses_never_raise(text: str, client: str) -> None:
     reversed_ip(client)
     html_to_text(text)
     strip_diacritics(normalize(text))
+
+
+link_starts = st.lists(
+    st.one_of(
+        st.sampled_from(["http://", "https://", "HtTpS://", "ftp://", "www.", "WWW.", "wwww.", "xhttp://", "http",
+                         "://", "_www.", "1www.", "é.www.", "httpſ://", "İ", "a@", "http://u@", "http://www.", " "]),
+        st.text(alphabet="ab.:/ wW@-_", max_size=8),
+        wire_text,
+    ),
+    max_size=10,
+).map("".join)  # fmt: skip
+
+
+@FUZZ
+@given(link_starts)
+def test_link_hosts_found_from_anchors_equal_the_pattern_run_everywhere(text: str) -> None:
+    ran("link-anchors")
+    expected = [(m.start(), m.end(), m.group(1)) for m in dnsbl._URL_HOST.finditer(text)]
+    assert [(m.start(), m.end(), m.group(1)) for m in dnsbl.url_hosts(text)] == expected
 
 
 def test_a_scoped_ipv6_client_address() -> None:
