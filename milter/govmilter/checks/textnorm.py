@@ -25,6 +25,8 @@ _SKIP_TAGS = frozenset({"script", "style", "head", "title", "template"})
 
 def normalize(text: str) -> str:
     """NFC without invisible characters."""
+    if text.isascii():  # already NFC, and every invisible character is outside ASCII
+        return text
     return _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
 
 
