@@ -61,7 +61,8 @@ def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float |
     if elapsed is not None:
         metrics.message_duration.observe(elapsed)
     metrics.message_size.observe(tx.raw_size)
-    log.info(log_line(tx, verdict, elapsed))
+    if log.isEnabledFor(logging.INFO):  # the line costs more than the rest of the bookkeeping
+        log.info(log_line(tx, verdict, elapsed))
 
 
 def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> str:
