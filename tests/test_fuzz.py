@@ -43,6 +43,7 @@ from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import link_domains, reversed_ip
 from govmilter.checks.textnorm import html_to_text, normalize, strip_diacritics
 from govmilter.config import load_config
+from govmilter import decoders
 from govmilter.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
 from govmilter.domains import (
     DomainClass,
@@ -491,6 +492,25 @@ def test_a_scoped_ipv6_client_address() -> None:
 
 
 # ---- decoders and zip directories ------------------------------------------------------------
+
+uu_texts = st.lists(
+    st.one_of(
+        st.sampled_from([b"begin 644 a.txt", b"begin-base64 644 b.bin", b"begin 0755  c d ", b"begin 64 x", b"\n",
+                         b"\r\n", b"xbegin 644 z", b" begin 644 y", b"begin", b"begin 644 \r", b"begin 7777 e\t\r"]),
+        st.binary(max_size=12),
+    ),
+    max_size=10,
+).map(b"".join)  # fmt: skip
+
+
+@FUZZ
+@given(uu_texts, st.integers(0, 200), st.integers(0, 200))
+def test_uu_begin_found_from_the_literal_equals_the_pattern_searched(text: bytes, pos: int, end: int) -> None:
+    ran("uu-begin")
+    pos, end = min(pos, len(text)), min(end, len(text))
+    expected = decoders._UU_BEGIN.search(text, pos, end)
+    found = decoders.find_uu_begin(text, pos, end)
+    assert (found and (found.span(), found.group(1))) == (expected and (expected.span(), expected.group(1)))
 
 
 def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:

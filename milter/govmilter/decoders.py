@@ -148,6 +148,22 @@ class UUSink(Protocol):
     def close(self) -> None: ...
 
 
+def find_uu_begin(buf: bytes, pos: int, end: int) -> re.Match[bytes] | None:
+    """What _UU_BEGIN.search(buf, pos, end) finds, looking only where a line starts with "begin".
+
+    The pattern's "^" keeps re from skipping ahead to a literal: searched
+    directly, it is tried at every byte of every text body.
+    """
+    i = buf.find(b"begin", pos, end)
+    while i >= 0:
+        if i == 0 or buf[i - 1] == 0x0A:  # "^" in multi-line mode
+            match = _UU_BEGIN.match(buf, i, end)
+            if match:
+                return match
+        i = buf.find(b"begin", i + 1, end)
+    return None
+
+
 class UUScanner:
     """Finds `begin NNN name` ... `end` blocks in decoded text and decodes their lines.
 
@@ -169,7 +185,7 @@ class UUScanner:
         pos = 0
         while pos < end:
             if self._sink is None:
-                match = _UU_BEGIN.search(buf, pos, end)
+                match = find_uu_begin(buf, pos, end)
                 if match is None:
                     break
                 self.blocks += 1
