@@ -36,14 +36,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from Milter.testctx import TestCtx as PymilterTestCtx
 
-from govmilter import decision, spool
+from govmilter import decision, decoders, spool
 from govmilter.adapter import GovMilter
 from govmilter.archive import local_header_encrypted, looks_like_zip, read_directory
 from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import link_domains, reversed_ip
 from govmilter.checks.textnorm import html_to_text, normalize, strip_diacritics
 from govmilter.config import load_config
-from govmilter import decoders
 from govmilter.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
 from govmilter.domains import (
     DomainClass,
