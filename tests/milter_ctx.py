@@ -26,11 +26,11 @@ class TestCtx(PymilterTestCtx):  # type: ignore[misc]
     __test__ = False
 
 
-def adapter_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def adapter_runtime(monkeypatch: pytest.MonkeyPatch, *settings: str) -> Iterator[Runtime]:
     """A runtime whose GovMilter the test context creates, without the checks that need services."""
     # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
     monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', *settings])
     rt = Runtime(config, skip=SERVICE_CHECKS)
     previous = Milter.factory
     Milter.factory = functools.partial(GovMilter, rt)

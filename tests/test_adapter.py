@@ -99,6 +99,37 @@ def test_reply_text_cannot_break_the_protocol() -> None:
     assert _reply_text("50% off\r\nX: y") == "50  off  X: y"
 
 
+def negotiated(ctx: TestCtx) -> int:
+    assert ctx._negotiate() == Milter.CONTINUE
+    return int(ctx._protocol)
+
+
+def test_postfix_need_not_send_helo_nor_data_over_a_unix_socket(runtime: Runtime) -> None:
+    protocol = negotiated(TestCtx())
+    assert protocol & Milter.P_NOHELO and protocol & Milter.P_NODATA
+
+
+def test_over_tcp_the_data_step_is_kept_and_answered(monkeypatch: pytest.MonkeyPatch) -> None:
+    # without it, Postfix's next command waits in its Nagle buffer for our delayed ACK (README)
+    for _ in adapter_runtime(monkeypatch, 'milter.socket="inet:8890@127.0.0.1"'):
+        ctx = TestCtx()
+        protocol = negotiated(ctx)
+        assert protocol & Milter.P_NOHELO
+        assert not protocol & Milter.P_NODATA and not protocol & Milter.P_NR_DATA
+        ctx._setsymval("i", "4ABCDEF")
+        assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+        assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+        assert ctx._envrcpt("<user@bacninh.gov.vn>") == Milter.CONTINUE
+        assert ctx._data() == Milter.CONTINUE
+
+
+def test_postfix_is_asked_for_the_macros_govmilter_reads_only(runtime: Runtime) -> None:
+    ctx = TestCtx()
+    negotiated(ctx)
+    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}"}
+    assert ctx._symlist[Milter.M_EOM] == {b"i"}
+
+
 def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime: Runtime) -> None:
     milter = GovMilter(runtime)
     assert runtime.pipeline.needs(Stage.HEADERS)  # the forwarding check decides there
