@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govmilter.checks.prefilter import build, fold
+from govmilter.checks.prefilter import Prefilter, build, fold, rarest_two
 from support import Harness
 
 
@@ -98,3 +98,20 @@ def test_a_match_always_passes_the_prefilter(pattern: str, text: str, ignorecase
     prefilter = build(regex)
     if prefilter is not None and regex.search(text):
         assert prefilter.may_match(text, fold(text)), (pattern, text, prefilter)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="xac nhbq\u1ead", min_size=1, max_size=6), min_size=1, max_size=4),
+    st.text(alphabet="xac nhbq\u1eadz", max_size=40),
+)
+def test_the_rare_character_probes_change_no_answer(literals: list[str], text: str) -> None:
+    # the probes only skip literals the text cannot contain: the answer is the plain substring test
+    prefilter = Prefilter(tuple(literals), folded=False)
+    assert prefilter.may_match(text, text) == any(literal in text for literal in literals)
+
+
+def test_the_rarest_characters_are_probed_first() -> None:
+    assert rarest_two("xac nhan") == ("x", "c")
+    assert rarest_two("m\u1eadt") == ("\u1ead", "m")  # characters outside the table count as rarest
+    assert rarest_two("aaa") == ("a", "a")
