@@ -2,8 +2,8 @@
 
 One private Postfix relays to Postfix's smtp-sink; `smtp-source` injects N
 messages of L bytes over S parallel sessions. The variants are interleaved
-over several rounds on the same machine in the same run, and reported as
-ratios (the machines are shared and noisy: absolute numbers from another day
+over several rounds (each round in a rotated order) on the same machine in the
+same run, and reported as ratios (the machines are shared and noisy: absolute numbers from another day
 mean nothing). govmilter runs with every check on; the load plays Internet
 clients sending to a local mailbox, so DNS blocklist lookups happen too.
 
@@ -148,7 +148,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--length", type=int, default=10240)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
     args = parser.parse_args()
@@ -208,8 +208,12 @@ def main() -> int:
         dns.start()
         sink.start()
         postfix.start()
+        names = list(variants)
         for round_no in range(1, args.rounds + 1):
-            for name, (milter, start, stop, gov) in variants.items():
+            # each round starts with another variant, so no variant always follows the same one
+            shift = (round_no - 1) % len(names)
+            for name in names[shift:] + names[:shift]:
+                milter, start, stop, gov = variants[name]
                 start()
                 postfix.milter = milter
                 postfix.reload()
