@@ -88,7 +88,8 @@ def test_exception_in_a_no_reply_callback_is_answered_at_the_next_reply(runtime:
     milter = ctx._priv
     milter.tx.headers = None  # the next header callback fails inside
     milter.header("Subject", "x")
-    assert ctx._eoh() == Milter.TEMPFAIL
+    ctx._body = io.BytesIO()  # end of headers is negotiated away: the body is the next reply
+    assert ctx._feed_body(io.BytesIO(b"Hi.\r\n")) == Milter.TEMPFAIL
     assert ctx._reply[:2] == ("451", "4.3.0")
     assert runtime.metrics.internal_errors.labels(where="header")._value.get() == 1
 
@@ -132,9 +133,15 @@ def test_postfix_is_asked_for_the_macros_govmilter_reads_only(runtime: Runtime) 
 
 def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime: Runtime) -> None:
     milter = GovMilter(runtime)
-    assert runtime.pipeline.needs(Stage.HEADERS)  # the forwarding check decides there
-    assert milter.protocol_mask() & Milter.P_NOEOH  # so the step is kept
-    runtime.pipeline.__init__(  # type: ignore[misc]
-        [c for c in runtime.pipeline.checks if Stage.HEADERS not in c.stages], runtime.metrics
-    )
-    assert not milter.protocol_mask() & Milter.P_NOEOH  # Postfix may skip it
+    assert not runtime.pipeline.needs(Stage.HEADERS)  # the shipped checks all decide later
+    assert not milter.protocol_mask() & Milter.P_NOEOH  # so Postfix may skip the step
+
+    class AtEndOfHeaders:
+        name = "at-end-of-headers"
+        stages = frozenset({Stage.HEADERS})
+
+        def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+            return []
+
+    runtime.pipeline.__init__([*runtime.pipeline.checks, AtEndOfHeaders()], runtime.metrics)  # type: ignore[misc]
+    assert milter.protocol_mask() & Milter.P_NOEOH  # a check runs there: the step is kept

@@ -17,13 +17,13 @@ original_run = pipeline.Pipeline.run
 
 def run_with_faults(self: pipeline.Pipeline, stage: Stage, tx: Transaction) -> Verdict | None:
     fault = tx.first_header("X-Inject-Fault")
-    if stage is Stage.HEADERS and fault == "adapter":
+    if stage is Stage.EOM and fault == "adapter":
         raise RuntimeError("injected fault in the adapter")
-    if stage is Stage.HEADERS and fault == "check":
+    if stage is Stage.EOM and fault == "check":
 
         class Exploding:
             name = "exploding"
-            stages = frozenset({Stage.HEADERS})
+            stages = frozenset({Stage.EOM})
 
             def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
                 raise RuntimeError("injected fault in a check")

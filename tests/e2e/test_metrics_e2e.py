@@ -338,7 +338,7 @@ def test_clamd_down_tempfails_and_shows_in_health_and_metrics(clamd_stopped: Sta
 
 @pytest.mark.parametrize(
     ("entry", "fault", "where", "check"),
-    [(FAULTY, "adapter", "headers", "adapter"), (FAULTY_CHECK, "content", "content", "content")],
+    [(FAULTY, "adapter", "eom", "adapter"), (FAULTY_CHECK, "content", "content", "content")],
     ids=["in the adapter", "in a check"],
 )
 def test_internal_errors_are_counted_where_they_happen(
