@@ -9,6 +9,7 @@ lower case, no trailing dot), so a Unicode spelling and its punycode agree.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class DomainClass(enum.Enum):
         return self is not DomainClass.OTHER
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of names that recur on every message
 def normalize_domain(domain: str) -> str:
     """The comparable form of a domain: A-labels, lower case, no trailing dot.
 
