@@ -3,8 +3,8 @@
 The raw message (headers and body, read back from the spool in chunks) is
 streamed with INSTREAM. Copies of one message (the same content, other
 per-copy metadata) reuse the first copy's answer for a few minutes, from the
-same ClamAV version only (scancache.py). A virus is refused with its signature name; a clean
-message gets X-Virus-Scanned. When clamd gives no answer the per-direction
+same ClamAV version only (scancache.py). A virus is refused with its
+signature name; a clean message gets X-Virus-Scanned. When clamd gives no answer the per-direction
 failure policy decides (451 by default: the sender retries, nothing is lost
 unscanned). clamd's "INSTREAM size limit exceeded" (the stream passed its
 StreamMaxLength) means "not scanned", never "clean": on_size_limit decides.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from re import _constants as sre_constants  # type: ignore[attr-defined]  # re's own parser (3.11+)
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -41,14 +41,15 @@ def rarest_two(literal: str) -> tuple[str, str]:
 class Prefilter:
     literals: tuple[str, ...]  # a match contains at least one of these
     folded: bool  # compare against fold(text): the pattern ignores case somewhere
+    # each literal with its two rarest characters, derived from `literals`
+    probes: tuple[tuple[str, str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        probes = tuple((literal, *rarest_two(literal)) for literal in self.literals)
-        object.__setattr__(self, "_probes", probes)
+        object.__setattr__(self, "probes", tuple((literal, *rarest_two(literal)) for literal in self.literals))
 
     def may_match(self, text: str, folded: str) -> bool:
         haystack = folded if self.folded else text
-        for literal, rarest, rare in self._probes:  # type: ignore[attr-defined]
+        for literal, rarest, rare in self.probes:
             if rarest in haystack and rare in haystack and literal in haystack:
                 return True
         return False
