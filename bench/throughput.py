@@ -151,6 +151,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
+    parser.add_argument("--perf", help="perf record the whole machine during round 1 of each variant into this folder")
+    parser.add_argument(
+        "--only", action="append", metavar="VARIANT",
+        help="run only these variants (repeatable), e.g. --only 'govmilter unix' --only 'govmilter inet'",
+    )  # fmt: skip
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
@@ -198,17 +203,20 @@ def main() -> int:
             govmilter_every_copy,
         ),
     }
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants if variants[name][3]}
+    rates: dict[str, list[float]] = {name: [] for name in variants if not args.only or name in args.only}
+    cpu: dict[str, list[float]] = {name: [] for name in rates if variants[name][3]}
     latency: dict[str, list[tuple[float, float]]] = {name: [] for name in cpu}
     rss: dict[str, list[float]] = {name: [] for name in cpu}
-    machine: dict[str, list[float]] = {name: [] for name in variants}
+    machine: dict[str, list[float]] = {name: [] for name in rates}
     try:
         clamd.start()
         dns.start()
         sink.start()
         postfix.start()
-        names = list(variants)
+        names = args.only or list(variants)
+        unknown = set(names) - set(variants)
+        if unknown:
+            parser.error(f"unknown variants {sorted(unknown)}; known: {list(variants)}")
         for round_no in range(1, args.rounds + 1):
             # each round starts with another variant, so no variant always follows the same one
             shift = (round_no - 1) % len(names)
@@ -228,6 +236,14 @@ def main() -> int:
                     profiler = subprocess.Popen(
                         [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
                          "--output", args.profile, "--rate", "250", "--gil"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(1.0)
+                if args.perf and round_no == 1:
+                    Path(args.perf).mkdir(parents=True, exist_ok=True)
+                    profiler = subprocess.Popen(
+                        ["perf", "record", "-a", "-g", "-F", "499", "-e", "cpu-clock",
+                         "-o", str(Path(args.perf) / (name.replace(" ", "-") + ".data"))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                     time.sleep(1.0)
@@ -275,6 +291,7 @@ def main() -> int:
         "every copy scanned / no milter": ("gov every copy", "no milter"),
         "every copy scanned / clamav-milter": ("gov every copy", "clamav-milter"),
     }
+    pairs = {label: (a, b) for label, (a, b) in pairs.items() if a in median and b in median}
     ratios = {label: median[a] / median[b] for label, (a, b) in pairs.items()}
     # the same ratio within each round (variants minutes apart), then its median: steadier on a noisy machine
     per_round = {

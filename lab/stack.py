@@ -559,7 +559,11 @@ class Stack:
         self.clamd = Clamd(self.root / "clamd")
         self.dns = Dns(self.root / "dns", self.dns_port)
         self.sink = Sink(self.sink_port, self.sink_dir, self.announce)
-        self.postfix = Postfix(self.root / "postfix", self.smtp_port, self.sink_port, self.milter_socket)
+        # the same endpoint in each side's syntax: libmilter's inet:port@host, Postfix's inet:host:port
+        postfix_milter = (
+            self.milter_socket if self.milter_transport == "unix" else f"inet:127.0.0.1:{self.milter_port}"
+        )
+        self.postfix = Postfix(self.root / "postfix", self.smtp_port, self.sink_port, postfix_milter)
         self.govmilter = Govmilter(self.root / "govmilter", self.milter_settings())
 
     @property

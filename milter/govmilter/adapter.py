@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import Milter
-import milter as libmilter
+import milter as _pymilter_c
 
 from govmilter import decision
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
@@ -27,6 +27,9 @@ from govmilter.scan import is_trusted
 from govmilter.spool import Spool
 
 log = logging.getLogger("govmilter.adapter")
+
+# pymilter's C module; typed Any because mypy resolves the name "milter" to our source root
+libmilter: Any = _pymilter_c
 
 GC_YOUNG_THRESHOLD = 20000  # allocations between young-generation collections (Python's default: 700)
 MAX_HEADERS = 2000  # beyond this a message is hostile; we keep counting but stop storing
@@ -310,6 +313,25 @@ def _inet_port(conn: str) -> int | None:
     return int(port) if port.isdigit() else None
 
 
+def _register(name: str) -> None:
+    """Hand libmilter our callbacks (what pymilter's runmilter does, minus three of them).
+
+    DATA, HELO and unknown commands get no Python callback: pymilter's C layer then answers
+    them itself, without taking the GIL. Over TCP the DATA step stays negotiated (see
+    protocol_mask) and is answered at C speed.
+    """
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(Milter.close_callback)
+    libmilter.register(name, data=None, unknown=None, negotiate=Milter.negotiate_callback)
+
+
 def serve(runtime: Runtime) -> None:
     """Run the milter until libmilter stops (SIGTERM/SIGINT)."""
     conn = runtime.config.milter.socket
@@ -319,21 +341,15 @@ def serve(runtime: Runtime) -> None:
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 50)
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
-    opensocket = getattr(libmilter, "opensocket")  # noqa: B009 (absent from pymilter's type stub)
+    libmilter.setconn(conn)
+    if runtime.config.milter.timeout > 0:
+        libmilter.settimeout(runtime.config.milter.timeout)
+    _register(runtime.config.milter.name)
+    libmilter.opensocket(True)  # removes a stale unix socket left by a crash
     port = _inet_port(conn)
-
-    def open_then_tune(rmsock: bool) -> Any:
-        result = opensocket(rmsock)
-        if port is not None:
-            _set_nodelay_on_listener(port)
-        elif conn.startswith("unix:"):
-            runtime.secure_unix_socket(conn.removeprefix("unix:"))
-        return result
-
-    # runmilter opens the socket then enters smfi_main: hook the moment in between
-    setattr(libmilter, "opensocket", open_then_tune)  # noqa: B010
-    try:
-        log.info("govmilter listening on %s ruleset=%s", conn, runtime.rules.current().version)
-        Milter.runmilter(runtime.config.milter.name, conn, runtime.config.milter.timeout)
-    finally:
-        setattr(libmilter, "opensocket", opensocket)  # noqa: B010
+    if port is not None:
+        _set_nodelay_on_listener(port)
+    elif conn.startswith("unix:"):
+        runtime.secure_unix_socket(conn.removeprefix("unix:"))
+    log.info("govmilter listening on %s ruleset=%s", conn, runtime.rules.current().version)
+    libmilter.main()

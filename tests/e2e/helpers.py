@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,14 +51,14 @@ def _lab_available() -> str | None:
     return None
 
 
-def running_stack(prefix: str) -> Iterator[Stack]:
+def running_stack(prefix: str, **options: Any) -> Iterator[Stack]:
     """A started private stack in a directory of its own, stopped and removed afterwards."""
     reason = _lab_available()
     if reason:
         pytest.fail(reason)  # never skip silently: e2e tests are part of the suite
     # not under pytest's tmp: that is root-only, and the postfix user must reach its files
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    lab = Stack(root)
+    lab = Stack(root, **options)
     try:
         lab.start()
         yield lab
