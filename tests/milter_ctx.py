@@ -25,6 +25,12 @@ SERVICE_CHECKS = [name for name in ("antivirus", "dnsbl") if name in CHECK_NAMES
 class TestCtx(PymilterTestCtx):  # type: ignore[misc]
     __test__ = False
 
+    def _connect(self, host: str = "localhost", helo: str = "spamrelay", ip: str = "1.2.3.4") -> int:
+        # as Postfix does: the client's address and name are macros of every stage
+        self._setsymval("{client_addr}", ip)
+        self._setsymval("{client_name}", host)
+        return int(super()._connect(host, helo, ip))
+
 
 def adapter_runtime(monkeypatch: pytest.MonkeyPatch, *settings: str) -> Iterator[Runtime]:
     """A runtime whose GovMilter the test context creates, without the checks that need services."""

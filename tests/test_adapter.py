@@ -105,9 +105,19 @@ def negotiated(ctx: TestCtx) -> int:
     return int(ctx._protocol)
 
 
-def test_postfix_need_not_send_helo_nor_data_over_a_unix_socket(runtime: Runtime) -> None:
+def test_postfix_need_not_send_connect_helo_nor_data_over_a_unix_socket(runtime: Runtime) -> None:
     protocol = negotiated(TestCtx())
-    assert protocol & Milter.P_NOHELO and protocol & Milter.P_NODATA
+    assert protocol & Milter.P_NOCONNECT and protocol & Milter.P_NOHELO and protocol & Milter.P_NODATA
+
+
+def test_the_client_address_is_read_at_mail_from(runtime: Runtime) -> None:
+    # connect is negotiated away: the blocklists and the trusted-relay test see {client_addr}
+    for ip, trusted in (("127.0.0.1", True), ("192.0.2.7", False)):
+        ctx = TestCtx()
+        assert ctx._connect(host="mx.example.org", ip=ip) == Milter.CONTINUE
+        assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+        envelope = ctx._priv.tx.envelope
+        assert (envelope.client_ip, envelope.client_host, envelope.trusted_relay) == (ip, "mx.example.org", trusted)
 
 
 def test_over_tcp_the_data_step_is_kept_and_answered(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,7 +137,7 @@ def test_over_tcp_the_data_step_is_kept_and_answered(monkeypatch: pytest.MonkeyP
 def test_postfix_is_asked_for_the_macros_govmilter_reads_only(runtime: Runtime) -> None:
     ctx = TestCtx()
     negotiated(ctx)
-    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}"}
+    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}", b"{client_addr}", b"{client_name}"}
     assert ctx._symlist[Milter.M_EOM] == {b"i"}
 
 

@@ -39,7 +39,8 @@ MAX_HEADER_BYTES = 4 * 1024 * 1024
 # instead of its default lists. A stage cannot be given an empty list, hence "j" or "i".
 MACROS = {
     Milter.M_CONNECT: "j",
-    Milter.M_ENVFROM: "i {auth_authen}",
+    # the client's address and name come with MAIL FROM, so the connect step is negotiated away
+    Milter.M_ENVFROM: "i {auth_authen} {client_addr} {client_name}",
     Milter.M_ENVRCPT: "i",
     Milter.M_DATA: "i",
     Milter.M_EOH: "i",
@@ -80,8 +81,6 @@ class GovMilter(Milter.Base):
 
     def __init__(self, runtime: Runtime):
         self.rt = runtime
-        self.client_ip = ""
-        self.client_host = ""
         self.tx: Transaction | None = None
         self.spool: Spool | None = None
         self.started = 0.0
@@ -102,6 +101,9 @@ class GovMilter(Milter.Base):
         return mask
 
     def negotiate(self, opts: list[int]) -> int:
+        # the first callback of every connection (pymilter creates this object for it); close is the last
+        self.rt.metrics.connections_in_flight.inc()
+        self.in_flight = True
         result: int = super().negotiate(opts)
         if result == Milter.CONTINUE and self._actions & Milter.SETSYMLIST:
             try:
@@ -114,18 +116,8 @@ class GovMilter(Milter.Base):
 
     # connection ------------------------------------------------------------
 
-    @Milter.noreply
-    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
-        try:
-            self.rt.metrics.connections_in_flight.inc()
-            self.in_flight = True
-            self.client_host = hostname or ""
-            if isinstance(hostaddr, tuple) and hostaddr:  # (ip, port) for inet and inet6
-                self.client_ip = str(hostaddr[0])
-            elif isinstance(hostaddr, str):
-                self.client_ip = hostaddr
-        except Exception as exc:
-            self._remember_failure("connect", exc)
+    @Milter.nocallback
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:  # see MACROS: read at MAIL FROM
         return Milter.CONTINUE
 
     @Milter.nocallback
@@ -139,14 +131,15 @@ class GovMilter(Milter.Base):
         self._end_message()
         self.failure = None
         self.started = time.perf_counter()
+        client_ip = self.getsymval("{client_addr}") or ""
         envelope = Envelope(
-            client_ip=self.client_ip,
-            client_host=self.client_host,
+            client_ip=client_ip,
+            client_host=self.getsymval("{client_name}") or "",
             mail_from=mailfrom.strip().removeprefix("<").removesuffix(">"),
             mail_params=_esmtp_params(params),
             auth_user=self.getsymval("{auth_authen}") or "",
             queue_id=self.getsymval("i") or "",
-            trusted_relay=is_trusted(self.client_ip, self.rt.config.network.trusted_relays),
+            trusted_relay=is_trusted(client_ip, self.rt.config.network.trusted_relays),
         )
         tx = Transaction(envelope=envelope, ruleset=self.rt.rules.current())
         tx.body_loader = self._body_chunks
