@@ -45,7 +45,8 @@ def header_block(headers: Sequence[tuple[str, str]]) -> bytes:
     """Headers as they stood on the wire: `Name: value` CRLF each, then the empty line."""
     lines = []
     for name, value in headers:
-        value = value.replace("\r\n", "\n").replace("\n", "\r\n")
+        # every LF of a value is a fold (Postfix hands folds as LF); a CR before it is the sender's own
+        value = value.replace("\n", "\r\n")
         lines.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
     lines.append(b"\r\n")
     return b"".join(lines)
