@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import Milter
 import pytest
+from Milter.testctx import TestCtx as PymilterTestCtx
 
 from govmilter.adapter import GovMilter
 from govmilter.model import Stage, Transaction, Verdict
@@ -134,11 +135,25 @@ def test_over_tcp_the_data_step_is_kept_and_answered(monkeypatch: pytest.MonkeyP
         assert ctx._data() == Milter.CONTINUE
 
 
-def test_postfix_is_asked_for_the_macros_govmilter_reads_only(runtime: Runtime) -> None:
+def test_postfix_is_asked_for_the_mail_from_macros_only(runtime: Runtime) -> None:
+    # the other stages keep Postfix's defaults (the queue id "i"): each list asked costs a GIL round trip
     ctx = TestCtx()
     negotiated(ctx)
     assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}", b"{client_addr}", b"{client_name}"}
-    assert ctx._symlist[Milter.M_EOM] == {b"i"}
+    assert [stage for stage, names in enumerate(ctx._symlist) if names is not None] == [Milter.M_ENVFROM]
+
+
+def test_an_mta_that_cannot_take_a_macro_list_keeps_the_connect_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in adapter_runtime(monkeypatch):
+        actions, *rest = PymilterTestCtx.default_opts
+        monkeypatch.setattr(PymilterTestCtx, "default_opts", [actions & ~Milter.SETSYMLIST, *rest])
+        ctx = TestCtx()
+        assert ctx._connect(host="mx.example.org", ip="192.0.2.7") == Milter.CONTINUE
+        assert not ctx._protocol & Milter.P_NOCONNECT
+        ctx._macros.clear()  # that MTA's MAIL FROM carries no client address
+        assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+        assert ctx._priv.tx.envelope.client_ip == "192.0.2.7"
+        assert ctx._priv.tx.envelope.client_host == "mx.example.org"
 
 
 def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime: Runtime) -> None:
