@@ -148,7 +148,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--length", type=int, default=10240)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
     parser.add_argument("--perf", help="perf record the whole machine during round 1 of each variant into this folder")
@@ -225,6 +225,9 @@ def main() -> int:
                 start()
                 postfix.milter = milter
                 postfix.reload()
+                # the previous variant's mail may still be on its way to the sink: let it go first,
+                # or this variant would pay for its delivery
+                wait_until(lambda: postfix.queue_size() == 0, 300, "the queue to drain")
                 time.sleep(1.0)
                 url = f"http://127.0.0.1:{metrics_port}/metrics"
                 before_cpu = cpu_seconds(gov.proc.pid) if gov and gov.proc else 0.0
@@ -254,7 +257,7 @@ def main() -> int:
                     profiler.wait(30)
                 rate = args.messages / seconds
                 rates[name].append(rate)
-                line = f"round {round_no}  {name:15s} {rate:7.1f} msg/s"
+                line = f"round {round_no}  {name:15s} {rate:7.1f} msg/s  queue {postfix.queue_size():4d}"
                 busy, total = machine_busy_seconds()
                 clamd_used = (cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0) - before_clamd
                 machine[name].append((busy - before_busy) * 1000 / args.messages)
