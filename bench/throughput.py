@@ -234,25 +234,25 @@ def main() -> int:
                 before_clamd = cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0
                 before_busy, before_total = machine_busy_seconds()
                 before_hist = histogram(url, "govmilter_message_duration_seconds") if gov else {}
-                profiler = None
+                profilers: list[subprocess.Popen[bytes]] = []
                 if args.profile and gov is govmilter_unix and round_no == 1 and gov.proc:
-                    profiler = subprocess.Popen(
+                    profilers.append(subprocess.Popen(
                         [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
                          "--output", args.profile, "--rate", "250", "--gil"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    ))  # fmt: skip
                     time.sleep(1.0)
                 if args.perf and round_no == 1:
                     Path(args.perf).mkdir(parents=True, exist_ok=True)
-                    profiler = subprocess.Popen(
+                    profilers.append(subprocess.Popen(
                         ["perf", "record", "-a", "-g", "-F", "499", "-e", "cpu-clock",
                          "-o", str(Path(args.perf) / (name.replace(" ", "-") + ".data"))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    ))  # fmt: skip
                     time.sleep(1.0)
                 seconds = inject(smtp_port, args.messages, args.sessions, args.length,
                                  "bench@example.com", "user@bacninh.gov.vn")  # fmt: skip
-                if profiler is not None:
+                for profiler in profilers:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait(30)
                 rate = args.messages / seconds

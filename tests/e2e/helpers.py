@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.message
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stack import Stack
+from stack import Stack, wait_until
 
 # 127.0.0.1 is the trusted internal relay; 127.0.0.2 is listed by every DNS blocklist (RFC 5782),
 # so a clean Internet client sends from 127.0.0.3
@@ -66,3 +68,11 @@ def running_stack(prefix: str, **options: Any) -> Iterator[Stack]:
         lab.stop()
         if not os.environ.get("GOVMILTER_KEEP_STACK"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_queue_id_in_log(stack: Stack, delivered: email.message.Message, log_from: int) -> None:
+    """The queue id Postfix gave the message (its Received line) appears in govmilter's decision line."""
+    found = re.search(r"with E?SMTP id (\w+)", delivered["Received"])
+    assert found, delivered["Received"]
+    log = stack.govmilter.log_path
+    wait_until(lambda: f"queue_id={found.group(1)} " in log.read_text()[log_from:], 30, "the decision line")
