@@ -7,9 +7,15 @@ dnsmasq. The milter's RSS is read from /proc:
 1. steady state: a mix of everyday messages (text, HTML, PDF, zip, a refused
    program, a virus, a uuencoded file) sent over 8 sessions; RSS after 1 000
    and after 5 000 messages. The target is no growth.
-2. big messages: 20 messages of 25 MB (an 18 MiB attachment in base64) in
+2. hostile text: 20 messages of one 1 MB text part of 0xFF bytes (each byte
+   decodes to U+FFFD, the costliest text per input byte) in flight at once,
+   then one message with a 22 MB text part; the peak RSS sampled every 20 ms.
+   The target is a peak under 150 MB.
+3. big messages: 20 messages of 25 MB (an 18 MiB attachment in base64) in
    flight at once; the peak RSS (VmHWM, and VmRSS sampled every 20 ms). The
-   target is a peak under 120 MB.
+   target is a peak under 64 MB.
+
+`--phases` picks some of them (the start-up RSS is always read).
 
 The walk alone (no daemon) is measured first with tracemalloc, on the same
 25 MB message: Python heap at its peak while walking.
@@ -120,6 +126,13 @@ def big(number: int, attachment: int) -> bytes:
                     _entity(random.Random(number).randbytes(attachment), "application/pdf", "lon.pdf"))  # fmt: skip
 
 
+def hostile_text(number: int, size: int) -> bytes:
+    """One text/plain part of `size` bytes of 0xFF declared UTF-8, in lines of 998 bytes."""
+    line = b"\xff" * 998 + b"\r\n"
+    body = line * (size // len(line) + 1)
+    return _message(number, _entity(body[:size], "text/plain; charset=utf-8", "", "8bit"))
+
+
 def send(port: int, data: bytes) -> int:
     with smtplib.SMTP("127.0.0.1", port, timeout=600, source_address=(CLIENT, 0)) as client:
         client.ehlo("bench.example")
@@ -193,13 +206,18 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000, help="everyday messages (RSS read at 1000 and here)")
     parser.add_argument("--big", type=int, default=20, help="big messages in flight at once")
     parser.add_argument("--big-attachment", type=int, default=18 * MIB, help="decoded bytes per big message")
+    parser.add_argument("--phases", default="everyday,hostile-text,big",
+                        help="comma-separated: everyday, hostile-text, big")  # fmt: skip
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                         help="a govmilter setting for this run (repeatable)")  # fmt: skip
     args = parser.parse_args()
+    phases = set(args.phases.split(","))
 
-    figures: dict[str, object] = {"walk_alone": walk_alone(big(0, args.big_attachment))}
-    print("walk alone:", figures["walk_alone"], flush=True)
+    figures: dict[str, object] = {}
+    if "big" in phases:
+        figures["walk_alone"] = walk_alone(big(0, args.big_attachment))
+        print("walk alone:", figures["walk_alone"], flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-memory-"))
     root.chmod(0o755)
@@ -232,38 +250,53 @@ def main() -> int:
         pid = govmilter.proc.pid
         figures["rss_start_mb"] = mb(proc_status_kb(pid, "VmRSS"))
 
-        # RSS after every 1000 messages: growth that levels off is caches filling, growth that
-        # goes on is a leak
-        codes: dict[int, int] = {}
-        trend: dict[int, float] = {}
-        for start in range(0, args.messages, 1000):
-            stop = min(start + 1000, args.messages)
-            for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
-                codes[code] = codes.get(code, 0) + count
-            time.sleep(1)
-            trend[stop] = mb(proc_status_kb(pid, "VmRSS"))
-            print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
-        figures["rss_trend_mb"] = trend
-        figures["rss_after_1000_mb"] = trend.get(1000)
-        figures["rss_after_5000_mb"] = trend.get(5000)
-        figures["everyday_replies"] = codes
+        if "everyday" in phases:
+            # RSS after every 1000 messages: growth that levels off is caches filling, growth that
+            # goes on is a leak
+            codes: dict[int, int] = {}
+            trend: dict[int, float] = {}
+            for start in range(0, args.messages, 1000):
+                stop = min(start + 1000, args.messages)
+                for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
+                    codes[code] = codes.get(code, 0) + count
+                time.sleep(1)
+                trend[stop] = mb(proc_status_kb(pid, "VmRSS"))
+                print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
+            figures["rss_trend_mb"] = trend
+            figures["rss_after_1000_mb"] = trend.get(1000)
+            figures["rss_after_5000_mb"] = trend.get(5000)
+            figures["everyday_replies"] = codes
 
-        messages = [big(n, args.big_attachment) for n in range(args.big)]
-        figures["big_message_mb"] = round(len(messages[0]) / 1e6, 1)
-        with Sampler(pid) as sampler:
-            started = time.perf_counter()
-            with ThreadPoolExecutor(args.big) as pool:
-                big_codes = list(pool.map(lambda data: send(smtp_port, data), messages))
-            figures["big_seconds"] = round(time.perf_counter() - started, 1)
-        figures["big_replies"] = {code: big_codes.count(code) for code in set(big_codes)}
-        figures["peak_rss_sampled_mb"] = mb(sampler.peak)
-        figures["peak_rss_vmhwm_mb"] = mb(proc_status_kb(pid, "VmHWM"))
-        figures["rss_after_big_mb"] = mb(proc_status_kb(pid, "VmRSS"))
-        print(
-            f"{args.big} x {figures['big_message_mb']} MB at once: peak rss {figures['peak_rss_vmhwm_mb']} MB"
-            f" (sampled {figures['peak_rss_sampled_mb']} MB), replies {figures['big_replies']}",
-            flush=True,
-        )
+        if "hostile-text" in phases:
+            hostile = [hostile_text(n, MIB) for n in range(20)]
+            with Sampler(pid) as sampler:
+                with ThreadPoolExecutor(len(hostile)) as pool:
+                    hostile_codes = list(pool.map(lambda data: send(smtp_port, data), hostile))
+            figures["hostile_text_20x1mb_peak_rss_sampled_mb"] = mb(sampler.peak)
+            figures["hostile_text_20x1mb_replies"] = {c: hostile_codes.count(c) for c in set(hostile_codes)}
+            with Sampler(pid) as sampler:
+                figures["hostile_text_22mb_reply"] = send(smtp_port, hostile_text(99, 22 * MIB))
+            figures["hostile_text_22mb_peak_rss_sampled_mb"] = mb(sampler.peak)
+            figures["rss_after_hostile_text_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+            print("hostile text:", {k: v for k, v in figures.items() if "hostile" in k}, flush=True)
+
+        if "big" in phases:
+            messages = [big(n, args.big_attachment) for n in range(args.big)]
+            figures["big_message_mb"] = round(len(messages[0]) / 1e6, 1)
+            with Sampler(pid) as sampler:
+                started = time.perf_counter()
+                with ThreadPoolExecutor(args.big) as pool:
+                    big_codes = list(pool.map(lambda data: send(smtp_port, data), messages))
+                figures["big_seconds"] = round(time.perf_counter() - started, 1)
+            figures["big_replies"] = {code: big_codes.count(code) for code in set(big_codes)}
+            figures["peak_rss_sampled_mb"] = mb(sampler.peak)
+            figures["peak_rss_vmhwm_mb"] = mb(proc_status_kb(pid, "VmHWM"))
+            figures["rss_after_big_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+            print(
+                f"{args.big} x {figures['big_message_mb']} MB at once: peak rss {figures['peak_rss_vmhwm_mb']} MB"
+                f" (sampled {figures['peak_rss_sampled_mb']} MB), replies {figures['big_replies']}",
+                flush=True,
+            )
     finally:
         for part in (postfix, govmilter, sink, dns, clamd):
             try:
