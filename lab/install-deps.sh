@@ -14,6 +14,7 @@ packages=(
   redis-server         # the shared forwarding memory between gateway nodes
   prometheus           # promtool checks the alerting rules
   systemd              # systemd-analyze checks the service unit
+  poppler-utils        # pdftotext: the text of attached PDFs (content rules with target = "document")
   python3-venv
 )
 

@@ -106,6 +106,26 @@ def govmilter_settings(
 # --- clamd -------------------------------------------------------------------
 
 
+def lab_signatures() -> dict[str, str]:
+    """LAB.md's test database, file name -> content (also used by tests/lab_clamd.py).
+
+    test.hdb: the MD5 of the exact 68-byte EICAR file and of clam.exe. test.ndb: EICAR as a
+    body signature at offset 0 of any file (target type 0), so that EICAR followed by a line
+    break or other trailing white space is found, as the EICAR specification allows and as
+    ClamAV's own database finds it; the hash alone matched only the exact 68 bytes, and a
+    text part or quoted-printable attachment ending in CRLF went through as clean.
+    """
+    hashes = [f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature"]
+    clam_exe = TESTFILES / "clam.exe"
+    if clam_exe.exists():
+        data = clam_exe.read_bytes()
+        hashes.append(f"{hashlib.md5(data).hexdigest()}:{len(data)}:ClamAV-Test-File")
+    return {
+        "test.hdb": "\n".join(hashes) + "\n",
+        "test.ndb": f"Eicar-Test-Signature:0:0:{EICAR.hex()}\n",
+    }
+
+
 class Clamd:
     def __init__(self, root: Path):
         self.root = root
@@ -118,12 +138,8 @@ class Clamd:
             return SYSTEM_CLAMAV_DB
         db = self.root / "db"
         db.mkdir(parents=True, exist_ok=True)
-        lines = [f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature"]
-        clam_exe = TESTFILES / "clam.exe"
-        if clam_exe.exists():
-            data = clam_exe.read_bytes()
-            lines.append(f"{hashlib.md5(data).hexdigest()}:{len(data)}:ClamAV-Test-File")
-        (db / "test.hdb").write_text("\n".join(lines) + "\n")
+        for name, text in lab_signatures().items():
+            (db / name).write_text(text)
         return db
 
     def start(self) -> None:

@@ -1,6 +1,7 @@
 """A private clamd for tests, the demo and the benchmark (see LAB.md).
 
-It runs from a directory of its own with a one-line-per-sample hash database, so it
+It runs from a directory of its own with LAB.md's test database (lab/stack.py's
+lab_signatures: hashes of the samples, and EICAR as a body signature), so it
 starts in about a second with no Internet and never touches /etc/clamav or the
 system's clamd. Usable as a context manager; stop() and start() again keep the
 same socket, which is how the tests play "clamd went away and came back".
@@ -8,7 +9,6 @@ same socket, which is how the tests play "clamd went away and came back".
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import socket
 import subprocess
@@ -16,19 +16,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from stack import EICAR, TESTFILES, lab_signatures  # one test database for the lab and the tests
+
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
-TESTFILES = Path("/usr/share/clamav-testfiles")
-EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-
-
-def test_database() -> str:
-    """The hash database of LAB.md: the EICAR string and the clam.exe test program."""
-    lines = [f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Eicar-Test-Signature"]
-    clam_exe = TESTFILES / "clam.exe"
-    if clam_exe.exists():
-        data = clam_exe.read_bytes()
-        lines.append(f"{hashlib.md5(data).hexdigest()}:{len(data)}:ClamAV-Test-File")
-    return "\n".join(lines) + "\n"
+__all__ = ["CLAMD", "EICAR", "TESTFILES", "LabClamd", "free_port"]
 
 
 def free_port() -> int:
@@ -72,7 +63,8 @@ class LabClamd:
     def _write_config(self) -> Path:
         database = self.directory / "db"
         database.mkdir(parents=True, exist_ok=True)
-        (database / "test.hdb").write_text(test_database())
+        for name, text in lab_signatures().items():
+            (database / name).write_text(text)
         settings = {
             "LocalSocket": str(self.socket_path),
             "DatabaseDirectory": str(database),

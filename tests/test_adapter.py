@@ -9,9 +9,11 @@ import Milter
 import pytest
 from Milter.testctx import TestCtx as PymilterTestCtx
 
+from govmilter import decision
 from govmilter.adapter import GovMilter
-from govmilter.model import Stage, Transaction, Verdict
+from govmilter.model import MessageFacts, Stage, Transaction, Verdict
 from govmilter.runtime import Runtime
+from header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
 from milter_ctx import TestCtx, adapter_runtime
 
 
@@ -170,3 +172,152 @@ def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime
 
     runtime.pipeline.__init__([*runtime.pipeline.checks, AtEndOfHeaders()], runtime.metrics)  # type: ignore[misc]
     assert milter.protocol_mask() & Milter.P_NOEOH  # a check runs there: the step is kept
+
+
+# ---- every header field reaches the spool, the MIME walk and clamd ------------------------------
+
+
+class Capture:
+    """A check that runs first at end of message and keeps what the checks after it will read."""
+
+    name = "capture"
+    stages = frozenset({Stage.EOM})
+
+    def __init__(self) -> None:
+        self.tx: Transaction | None = None
+        self.facts: MessageFacts | None = None
+        self.raw = b""
+        self.body = b""
+        self.forged: list[tuple[str, int]] = []
+        self.rolled_to_disk = False
+
+    def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+        self.tx = tx
+        self.facts = tx.facts()
+        self.raw = b"".join(tx.raw_chunks())
+        self.body = b"".join(tx.body_chunks())
+        self.forged = decision.forged_headers(tx)
+        assert tx.spool is not None
+        self.rolled_to_disk = bool(tx.spool.on_disk)
+        return []
+
+
+def capture_first(runtime: Runtime) -> Capture:
+    capture = Capture()
+    runtime.pipeline.__init__([capture, *runtime.pipeline.checks], runtime.metrics)  # type: ignore[misc]
+    return capture
+
+
+def drive_fields(ctx: TestCtx, fields: list[tuple[str, str]], body: bytes, sender: str = "a@example.com",
+                 rcpt: str = "user@bacninh.gov.vn", ip: str = "127.0.0.3") -> int:  # fmt: skip
+    """Every field through the header callback, then end of headers, the body and end of message."""
+    ctx._setsymval("i", "4FLOOD")
+    ctx.addheader = lambda name, value, idx: None  # type: ignore[method-assign]
+    assert ctx._connect(ip=ip) == Milter.CONTINUE
+    assert ctx._envfrom(f"<{sender}>") == Milter.CONTINUE
+    ctx._envrcpt(f"<{rcpt}>")
+    for name, value in fields:
+        assert ctx._priv.header(name, value) == Milter.CONTINUE
+    rc = ctx._eoh()
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    ctx._body = io.BytesIO()
+    rc = ctx._feed_body(io.BytesIO(body))
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    return int(ctx._eom())
+
+
+def test_a_content_type_after_2001_fields_reaches_the_mime_walk_and_the_raw_message(runtime: Runtime) -> None:
+    capture = capture_first(runtime)
+    fields = [("From", "a@example.com"), ("To", "user@bacninh.gov.vn"), *filler(2001),
+              *multipart_fields("TỐI MẬT bao cao")]  # fmt: skip
+    body = multipart_body("baocao.exe")
+    rc = drive_fields(TestCtx(), fields, body)
+    assert rc == Milter.REJECT  # the .exe the walk found behind the flood (or, later, the flood itself)
+    tx = capture.tx
+    assert tx is not None and capture.facts is not None
+    assert (tx.header_count, len(tx.headers), tx.headers_truncated) == (2006, 2000, True)
+    assert tx.first_header("Content-Type") == ""  # not stored: a check looking it up sees nothing...
+    names = [part.filename for part in capture.facts.parts]
+    assert "baocao.exe" in names  # ...but the walk read it from the spool
+    assert any(MARKER in text.text for text in capture.facts.texts)
+    assert capture.raw == message_bytes(fields, body)  # every field, byte for byte, then the body
+    assert capture.body == body
+    assert "Subject: TỐI MẬT bao cao\r\n".encode() in capture.raw
+
+
+def test_a_header_block_past_the_spool_threshold_goes_to_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    for rt in adapter_runtime(monkeypatch, "milter.spool_threshold=4096", 'milter.spool_dir="/tmp"'):
+        capture = capture_first(rt)
+        fields = [("From", "a@example.com"), *filler(3000), *multipart_fields("x")]
+        rc = drive_fields(TestCtx(), fields, multipart_body("baocao.exe"))
+        assert rc == Milter.REJECT
+        assert capture.rolled_to_disk
+        assert capture.raw == message_bytes(fields, multipart_body("baocao.exe"))
+
+
+def test_the_stored_fields_are_bounded_by_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    for rt in adapter_runtime(monkeypatch, "milter.max_header_fields=5", "milter.max_header_bytes=1024"):
+        capture = capture_first(rt)
+        fields = [("From", "a@example.com"), ("Subject", "x"), ("To", "user@bacninh.gov.vn")]
+        drive_fields(TestCtx(), fields, b"Hi.\r\n")
+        assert capture.tx is not None
+        assert (capture.tx.header_count, len(capture.tx.headers), capture.tx.headers_truncated) == (3, 3, False)
+        drive_fields(TestCtx(), [*fields, *filler(3)], b"Hi.\r\n")
+        assert (capture.tx.header_count, len(capture.tx.headers), capture.tx.headers_truncated) == (6, 5, True)
+        long_field = ("X-Long", "y" * 2000)  # past max_header_bytes: it and every later field stay unstored
+        drive_fields(TestCtx(), [fields[0], long_field, fields[1]], b"Hi.\r\n")
+        assert capture.tx.headers == [fields[0]] and capture.tx.headers_truncated
+        assert capture.tx.header_count == 3
+        assert capture.raw == message_bytes([fields[0], long_field, fields[1]], b"Hi.\r\n")
+
+
+def test_a_forged_spam_flag_hidden_after_2001_fields_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the size check (where the header-flood policy lives) is off so that the message is accepted
+    # and the change-header actions at end of message can be seen
+    changed: list[tuple[str, int, str]] = []
+    for rt in adapter_runtime(monkeypatch, "size.enabled=false"):
+        capture = capture_first(rt)
+        ctx = TestCtx()
+        ctx.chgheader = lambda name, idx, value: changed.append((name, idx, value))  # type: ignore[method-assign]
+        fields = [("From", "a@example.com"), ("X-Spam-Flag", "YES"), *filler(2001), ("X-Spam-Flag", "NO"),
+                  ("x-virus-scanned", "clean"), ("X-Spam-Status", "No, score=-5")]  # fmt: skip
+        assert drive_fields(ctx, fields, b"Hi.\r\n") == Milter.ACCEPT
+        expected = [("X-Spam-Status", 1), ("x-virus-scanned", 1), ("X-Spam-Flag", 2), ("X-Spam-Flag", 1)]
+        assert capture.forged == expected
+        assert changed == [(name, index, "") for name, index in expected]
+
+
+def test_the_message_is_released_at_its_end(runtime: Runtime) -> None:
+    capture = capture_first(runtime)
+    closed: list[str] = []
+    real_walk = runtime.walk
+
+    def walk_with_a_close(tx: Transaction) -> MessageFacts:
+        facts = real_walk(tx)
+        original = getattr(facts, "close", None)
+
+        def close() -> None:
+            closed.append("facts")
+            if original is not None:
+                original()
+
+        object.__setattr__(facts, "close", close)  # frozen dataclass: the instance's own attribute
+        return facts
+
+    runtime.walk = walk_with_a_close  # type: ignore[method-assign]
+    ctx = TestCtx()
+    assert drive_fields(ctx, [("From", "a@example.com"), ("Subject", "x")], b"Hi.\r\n") == Milter.ACCEPT
+    assert capture.tx is not None and capture.tx.spool is not None
+    assert capture.tx.spool.closed and closed == ["facts"]
+    assert ctx._priv.tx is None
+    # an aborted message (the client gave up) is released too, walk or no walk
+    ctx = TestCtx()
+    assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+    assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+    ctx._priv.header("Subject", "x")
+    tx = ctx._priv.tx
+    assert tx is not None and tx.spool is not None
+    ctx._abort()
+    assert tx.spool.closed and ctx._priv.tx is None

@@ -747,8 +747,10 @@ class Leaf:
 
     @property
     def is_attachment(self) -> bool:
+        """Not body text (an attached message's leaves count too: Expected.attached)."""
         kind = self.content_type.lower()
-        return bool(self.filename) or self.disposition.lower() == "attachment" or not kind.startswith("text/")
+        named = bool(self.filename) or self.disposition.lower() == "attachment"
+        return named or kind not in ("text/plain", "text/html")
 
     @property
     def keeps_text(self) -> bool:
@@ -860,6 +862,11 @@ TREES = trees()
 class Expected:
     leaves: list[Leaf] = field(default_factory=list)
     boundaries: list[str] = field(default_factory=list)
+    attached: list[bool] = field(default_factory=list)  # per leaf: inside an attached message
+    header_bytes: int = 0  # header blocks inside attached messages: they count toward the cap
+
+    def counts(self, index: int) -> bool:
+        return self.leaves[index].is_attachment or self.attached[index]
 
 
 def _param_lines(name: str, style: str, param: str) -> str:
@@ -894,10 +901,13 @@ def _encode(leaf: Leaf) -> bytes:
     return leaf.data
 
 
-def serialize(node: Node, expected: Expected, in_digest: bool = False) -> tuple[bytes, bytes]:
+def serialize(
+    node: Node, expected: Expected, in_digest: bool = False, attached: bool = False, top: bool = True
+) -> tuple[bytes, bytes]:
     """(MIME header lines, body) of one entity, CRLF line ends; records the leaves in order."""
     if isinstance(node, Leaf):
         expected.leaves.append(node)
+        expected.attached.append(attached)
         head = ""
         if node.explicit_type or in_digest or node.charset:
             head += f"Content-Type: {node.content_type}"
@@ -917,8 +927,12 @@ def serialize(node: Node, expected: Expected, in_digest: bool = False) -> tuple[
             head += "\r\n"
         return head.encode(), _encode(node)
     if isinstance(node, Wrapped):
-        inner_head, inner_body = serialize(node.inner, expected)
-        body = b"Subject: inner\r\nMIME-Version: 1.0\r\n" + inner_head + b"\r\n" + inner_body
+        inner_attached = attached or not top  # every message/rfc822 but a top-level one is attached
+        inner_head, inner_body = serialize(node.inner, expected, attached=inner_attached, top=False)
+        header = b"Subject: inner\r\nMIME-Version: 1.0\r\n" + inner_head
+        if inner_attached:
+            expected.header_bytes += len(header)
+        body = header + b"\r\n" + inner_body
         return b"Content-Type: message/rfc822\r\n", body
     assume(node.boundary not in expected.boundaries)
     expected.boundaries.append(node.boundary)
@@ -926,7 +940,9 @@ def serialize(node: Node, expected: Expected, in_digest: bool = False) -> tuple[
     if node.preamble:
         parts += node.preamble.encode() + b"\r\n"
     for child in node.children:
-        child_head, child_body = serialize(child, expected, in_digest=node.subtype == "digest")
+        child_head, child_body = serialize(child, expected, node.subtype == "digest", attached, top=False)
+        if attached:
+            expected.header_bytes += len(child_head)
         parts += f"--{node.boundary}\r\n".encode() + child_head + b"\r\n" + child_body + b"\r\n"
     parts += f"--{node.boundary}--\r\n".encode()
     if node.epilogue:
@@ -952,7 +968,9 @@ def check_bounds(facts: MessageFacts, limits: Limits) -> None:
     """The samples the walk keeps never outgrow their limits, whatever the input."""
     assert len(facts.parts) <= limits.max_parts
     assert len(facts.defects) <= limits.max_defects
-    assert sum(len(t.text) for t in facts.texts) <= limits.text_budget
+    # all text is kept; what stays in memory is bounded (the rest is in the spill file)
+    assert facts.store is None or facts.store.memory_left >= 0
+    assert sum(len(piece) for t in facts.texts for piece in t._memory) <= limits.text_memory
     for part in facts.parts:
         assert len(part.head) <= max(limits.head_bytes, limits.small_head)
         assert len(part.archive_names) <= limits.archive_names
@@ -972,15 +990,16 @@ def test_generated_trees_are_walked_exactly(tree: Node, size: int) -> None:
     check_bounds(facts, Limits())
     assert set(facts.defects) <= {"unknown-charset"}, facts.defects
     assert len(facts.parts) == len(expected.leaves)
-    for part, leaf in zip(facts.parts, expected.leaves, strict=True):
+    for index, (part, leaf) in enumerate(zip(facts.parts, expected.leaves, strict=True)):
         assert part.content_type == leaf.content_type.lower()
         assert part.filename == leaf.filename
-        assert part.is_attachment == leaf.is_attachment
+        assert part.is_attachment == expected.counts(index)
         assert part.decoded_size == len(leaf.data)
         assert part.head == leaf.data[: len(part.head)]
-        if leaf.archive and leaf.is_attachment:
+        if leaf.archive and part.is_attachment:
             assert part.archive_names == leaf.archive
-    assert facts.attachment_bytes == sum(len(leaf.data) for leaf in expected.leaves if leaf.is_attachment)
+    counted = sum(len(leaf.data) for i, leaf in enumerate(expected.leaves) if expected.counts(i))
+    assert facts.attachment_bytes == counted + expected.header_bytes
     texts = [leaf.text for leaf in expected.leaves if leaf.keeps_text and leaf.text]
     assert [t.text for t in facts.texts] == texts
 
@@ -993,7 +1012,7 @@ SMALL = Limits(
     head_budget=200,
     small_head=16,
     zip_tail=512,
-    text_budget=120,
+    text_memory=120,
     archive_names=2,
     max_defects=5,
 )

@@ -4,7 +4,9 @@ CR, LF and other control characters are put into HELO, MAIL FROM, RCPT, header
 fields, forwarding traces, attachment names and an exception's message; every
 record must stay one line, both as the code writes it (the decision and
 forwarding lines clean their values) and as the daemon's formatter prints it
-(which escapes what is left, tracebacks included). A Redis password must not
+(which escapes what is left, tracebacks included). The decision line is logfmt:
+read by a strict logfmt parser it has exactly our fields, each once, with the
+values from the wire intact, whatever they carry. A Redis password must not
 show in a log line or an error message.
 """
 
@@ -22,17 +24,25 @@ from urllib.parse import quote
 
 import Milter
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
+from govmilter import decision, logfmt
 from govmilter.clients.redis import RedisStore, redact_url
 from govmilter.logfmt import FORMAT, OneLineFormatter, one_line
-from govmilter.model import Action, Stage, Transaction, Verdict
+from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
+from govmilter.rules import RuleSet
 from govmilter.runtime import Runtime
+from logfmt_parse import LogfmtError, parse, parse_dict
 from milter_ctx import SERVICE_CHECKS, TestCtx, adapter_runtime
 from support import ROOT, RULES, Harness
 
 FORGED = "\r\nqueue_id=FORGED client=127.0.0.1 action=accept\r\n"
 NASTY = f"x{FORGED}\x00\x1b[31m\x7f\u2028\udcff"
+# the issue's MAIL FROM: a quoted local part is a valid address, and it carries a whole forged record
+FORGED_SENDER = '"x action=accept check=- rule=- queue_id=FORGED client=10.0.0.1"@example.com'
 FORMATTER = OneLineFormatter(FORMAT)
+DECISION_KEYS = ["queue_id", "client", "auth", "from", "rcpts", "action", "check", "rule", "reply", "ruleset", "size"]
 
 
 @pytest.fixture
@@ -117,11 +127,114 @@ def test_inbound_forward_with_control_characters_everywhere(runtime: Runtime, ca
     assert len(decisions) == 1 and len(forwards) == 1
     for record in decisions + forwards:
         clean_message(record)
-    line = decisions[0].getMessage()
-    assert line.startswith("queue_id=4ABC??DEF client=127.0.0.2 ")
-    assert "from=<senderx??queue_id=FORGED client=127.0.0.1 action=accept????[31m???@example.com>" in line
+    line = parse_dict(decisions[0].getMessage())  # a logfmt reader sees our fields, each once, values intact
+    assert list(line) == [*DECISION_KEYS, "ms"]
+    assert line["queue_id"] == "4ABC\r\nDEF"
+    assert line["client"] == "127.0.0.2"
+    assert line["from"] == f"<sender{NASTY}@example.com>"
+    assert line["rcpts"] == f"user@bacninh.gov.vn,other{NASTY}@x.vn"
+    assert (line["action"], line["check"], line["rule"]) == ("reject", "forwarding", "inbound-sieve-redirect")
     assert "forwarder=fwd??x@gmail.com" in forwards[0].getMessage()
     assert len(printed) >= 2
+
+
+def test_a_forged_mail_from_cannot_add_a_field_to_the_decision_line(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    ctx = TestCtx()
+    ctx.addheader = lambda name, value, idx: None  # type: ignore[method-assign]
+    rcpt = 'user@bacninh.gov.vn" action=accept rule="-'
+    rc = drive(ctx, "h", FORGED_SENDER, [rcpt], [("From", "a@example.com"), ("Subject", "x")], b"hi\r\n",
+               ip="127.0.0.3")  # fmt: skip
+    assert rc == Milter.ACCEPT
+    [record] = [r for r in caplog.records if r.name == "govmilter.decision"]
+    line = parse_dict(record.getMessage())
+    assert list(line) == [*DECISION_KEYS, "ms"]
+    assert line["queue_id"] == "4ABC\r\nDEF"  # what the test context's "i" macro carries, not FORGED
+    assert (line["client"], line["action"], line["check"], line["rule"]) == ("127.0.0.3", "accept", "-", "-")
+    assert line["from"] == f"<{FORGED_SENDER}>"
+    assert line["rcpts"] == rcpt
+
+
+def test_the_logfmt_parser_of_these_tests_reads_the_old_forged_line_as_forged() -> None:
+    # the line this test file used to assert as correct: a logfmt reader saw a second action and queue id
+    old = (
+        "queue_id=4ABC client=127.0.0.2 from=<x action=accept queue_id=FORGED client=10.0.0.1@example.com>"
+        " action=reject"
+    )
+    keys = [key for key, _ in parse(old)]
+    assert keys.count("action") == 2 and "queue_id" in keys[1:]
+    with pytest.raises(LogfmtError):
+        parse_dict(old)
+    with pytest.raises(LogfmtError):
+        parse('from="unterminated')
+    with pytest.raises(LogfmtError):
+        parse("a=b=c")
+
+
+WIRE_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.text(alphabet=st.sampled_from(list(' "=\\\n\r\t\x00\x1b\x7f\x85\u2028\u202e\udcff<>@,.-_aZ9ố')), max_size=60),
+    st.sampled_from([FORGED_SENDER, FORGED, NASTY, "", "-", " ", '"', "\\", "a=b", "x\\", '\\"']),
+)
+
+
+def _cut(value: str, limit: int = 400) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    queue_id=WIRE_TEXT, client=WIRE_TEXT, sender=WIRE_TEXT, rcpts=st.lists(WIRE_TEXT, max_size=3),
+    rule=WIRE_TEXT, text=WIRE_TEXT, monitor_rule=WIRE_TEXT, long=st.booleans(),
+)  # fmt: skip
+@example(queue_id="Q1", client="10.0.0.1", sender=FORGED_SENDER, rcpts=["a@b.c"], rule="-", text="x", monitor_rule="",
+         long=False)  # fmt: skip
+def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
+    queue_id: str, client: str, sender: str, rcpts: list[str], rule: str, text: str, monitor_rule: str, long: bool
+) -> None:
+    if long:
+        sender = sender * 20 + FORGED_SENDER  # past the value bound: cut, still quoted
+    env = Envelope(client_ip=client, mail_from=sender, rcpts=rcpts, queue_id=queue_id, auth_user=text)
+    tx = Transaction(envelope=env, ruleset=RuleSet("v1", {}))
+    tx.body_bytes = 1234
+    if monitor_rule:
+        tx.hits.append(Verdict(Action.REJECT, "content", rule=monitor_rule, mode=Mode.MONITOR))
+    verdict = Verdict(Action.REJECT, "content", rule=rule, code="550", enhanced="5.7.1", text=text)
+    raw = decision.log_line(tx, verdict, 0.0021)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in raw), raw
+    line = parse_dict(raw)
+    keys = [*DECISION_KEYS, *(["monitor"] if monitor_rule else []), "ms"]
+    assert list(line) == keys
+    assert line == {
+        "queue_id": _cut(queue_id or "-"),
+        "client": _cut(client or "-"),
+        "auth": "yes" if text else "no",
+        "from": _cut(f"<{sender}>"),
+        "rcpts": _cut(",".join(rcpts)),
+        "action": "reject",
+        "check": "content",
+        "rule": _cut(rule or "-"),
+        "reply": _cut(verdict.smtp_reply()),
+        "ruleset": "v1",
+        "size": "1234",
+        **({"monitor": _cut(f"content/{monitor_rule}")} if monitor_rule else {}),
+        "ms": "2.1",
+    }
+
+
+def test_quote_writes_a_safe_token_bare_and_anything_else_quoted() -> None:
+    assert logfmt.quote("a.b-c_d@x.vn") == "a.b-c_d@x.vn"
+    assert logfmt.quote("<a@b.vn>") == "<a@b.vn>"
+    assert logfmt.quote("") == '""'
+    assert logfmt.quote("a b") == '"a b"'
+    assert logfmt.quote("a=b") == '"a=b"'
+    assert logfmt.quote('say "hi" \\o/') == '"say \\"hi\\" \\\\o/"'
+    assert logfmt.quote("ngày") == '"ngày"'
+    assert logfmt.quote("\r\n\x1b\u202e\udcff") == '"\\r\\n\\u001b\\u202e\\udcff"'
+    assert logfmt.quote("x" * 10, limit=4) == "xxxx..."
+    assert logfmt.quote("x y" * 10, limit=3) == '"x y..."'
 
 
 def test_outbound_srs_and_attachment_name_with_control_characters(

@@ -96,11 +96,12 @@ def test_paths_depths_and_attachment_sum() -> None:
         ("1.2", "text/html", "", summary(facts)[1][3], False),
         ("2", "application/pdf", "báo cáo.pdf", 150_000, True),
         ("3", "image/png", "anh.png", 3_000, True),
-        ("4.1", "text/plain", "", summary(facts)[4][3], False),
+        ("4.1", "text/plain", "", summary(facts)[4][3], True),  # an attached message counts whole
         ("4.2", "application/zip", "x.zip", 5_000, True),
     ]
     assert [p.depth for p in facts.parts] == [2, 2, 1, 1, 3, 3]
-    assert facts.attachment_bytes == 158_000
+    # the files, the forwarded message's own text and its header blocks
+    assert facts.attachment_bytes > 158_000 + facts.parts[4].decoded_size + len("Subject: forwarded")
 
 
 def test_texts_are_decoded_with_their_charset() -> None:
@@ -121,11 +122,16 @@ def test_texts_are_decoded_with_their_charset() -> None:
     assert facts.attachment_bytes == 0
 
 
-def test_text_budget_caps_the_kept_text_but_not_the_count() -> None:
+def test_text_past_the_memory_bound_is_kept_on_disk_not_dropped() -> None:
     body = multipart(text("a" * 5000), text("b" * 5000), leaf(random_bytes(100), filename="x.bin"))
-    facts = walk_bytes(message(body), limits=Limits(text_budget=6000))
-    assert sum(len(t.text) for t in facts.texts) == 6000
+    facts = walk_bytes(message(body), limits=Limits(text_memory=6000))
+    assert [t.text.strip() for t in facts.texts] == ["a" * 5000, "b" * 5000]
+    assert [t.length for t in facts.texts] == [len(t.text) for t in facts.texts]
+    assert facts.store is not None and facts.store.spilled
+    assert "".join(facts.texts[1].pieces(7)) == facts.texts[1].text
     assert facts.attachment_bytes == 100
+    facts.close()
+    facts.close()  # idempotent
 
 
 def test_inline_image_without_name_counts_and_text_does_not() -> None:
@@ -358,8 +364,20 @@ def test_nesting_a_hundred_deep(tmp_path: Path) -> None:
 
 
 def test_five_megabyte_header(tmp_path: Path) -> None:
+    # only Content-* fields are kept: 5 MB of another field is counted, read past, and hides nothing
     path = tmp_path / "header.eml"
     folded = b"X-Junk: " + b"\r\n a" * (5 * 1024 * 1024 // 4) + b"\r\n"
+    long_line = b"To: " + b"a" * (3 * 1024 * 1024) + b"\r\n"  # one line longer than the limit
+    path.write_bytes(folded + long_line + message(multipart(leaf(b"abc", filename="a.bin"))))
+    facts = bounded_walk(path)
+    assert facts.defects == ()
+    assert [(p.filename, p.decoded_size) for p in facts.parts] == [("a.bin", 3)]
+    assert facts.attachment_bytes == 3
+
+
+def test_five_megabyte_content_field(tmp_path: Path) -> None:
+    path = tmp_path / "header.eml"
+    folded = b"Content-Junk: " + b"\r\n a" * (5 * 1024 * 1024 // 4) + b"\r\n"
     path.write_bytes(folded + message(multipart(leaf(b"abc", filename="a.bin"))))
     facts = bounded_walk(path)
     assert "header-too-large" in facts.defects

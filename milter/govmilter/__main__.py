@@ -124,7 +124,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
-    print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+    try:
+        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+    finally:
+        result.close()
     return 0
 
 

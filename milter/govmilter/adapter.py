@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import Milter
@@ -32,8 +32,6 @@ log = logging.getLogger("govmilter.adapter")
 libmilter: Any = _pymilter_c
 
 GC_YOUNG_THRESHOLD = 20000  # allocations between young-generation collections (Python's default: 700)
-MAX_HEADERS = 2000  # beyond this a message is hostile; we keep counting but stop storing
-MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 # The macros the adapter reads at MAIL FROM, asked of Postfix in place of its default list
 # (which lacks the client's address: the connect step is negotiated away). Every other stage
@@ -78,7 +76,6 @@ class GovMilter(Milter.Base):
         self.connect_ip = ""  # from the connect step, when it is not negotiated away
         self.connect_host = ""
         self.tx: Transaction | None = None
-        self.spool: Spool | None = None
         self.started = 0.0
         self.failure: Verdict | None = None  # an error in a no-reply callback, answered at the next reply
         self.in_flight = False
@@ -151,8 +148,14 @@ class GovMilter(Milter.Base):
             queue_id=self.getsymval("i") or "",
             trusted_relay=is_trusted(client_ip, self.rt.config.network.trusted_relays),
         )
-        tx = Transaction(envelope=envelope, ruleset=self.rt.rules.current())
-        tx.body_loader = self._body_chunks
+        settings = self.rt.config.milter
+        tx = Transaction(
+            envelope=envelope,
+            ruleset=self.rt.rules.current(),
+            spool=Spool(settings.spool_dir, settings.spool_threshold),
+            max_header_fields=settings.max_header_fields,
+            max_header_bytes=settings.max_header_bytes,
+        )
         tx.facts_loader = functools.partial(self.rt.walk, tx)
         self.tx = tx
         return self._stage(Stage.MAIL)
@@ -171,19 +174,17 @@ class GovMilter(Milter.Base):
         try:
             tx = self.tx
             if tx is not None:
-                tx.header_bytes += len(name) + len(value) + 4
-                if len(tx.headers) < MAX_HEADERS and tx.header_bytes <= MAX_HEADER_BYTES:
-                    tx.headers.append((name, value))
-                else:
-                    tx.scratch["headers_truncated"] = True
+                tx.add_header(name, value)  # every field to the spool; the first ones to tx.headers
         except Exception as exc:
             self._remember_failure("header", exc)
         return Milter.CONTINUE
 
     @guarded("headers")
     def eoh(self) -> int:
-        if self.tx is not None and self.tx.envelope.queue_id == "":
-            self.tx.envelope.queue_id = self.getsymval("i") or ""
+        if self.tx is not None:
+            self.tx.end_headers()
+            if self.tx.envelope.queue_id == "":
+                self.tx.envelope.queue_id = self.getsymval("i") or ""
         return self._stage(Stage.HEADERS)
 
     @guarded("body")
@@ -192,10 +193,7 @@ class GovMilter(Milter.Base):
             return self._answer(self.failure)
         if self.tx is None:
             return Milter.CONTINUE
-        if self.spool is None:
-            self.spool = Spool(self.rt.config.milter.spool_dir, self.rt.config.milter.spool_threshold)
-        self.spool.write(chunk)
-        self.tx.body_bytes += len(chunk)
+        self.tx.add_body(chunk)  # the header block ends at the first body bytes (end of headers may be skipped)
         return self._stage(Stage.BODY)
 
     @guarded("eom")
@@ -203,6 +201,7 @@ class GovMilter(Milter.Base):
         tx = self.tx
         if self.failure is not None or tx is None:
             return self._answer(self.failure or tempfail("adapter", "end of message without a transaction"))
+        tx.end_headers()  # a message without a body
         if not tx.envelope.queue_id:
             tx.envelope.queue_id = self.getsymval("i") or ""
         verdict = self.rt.pipeline.run(Stage.EOM, tx)
@@ -254,9 +253,6 @@ class GovMilter(Milter.Base):
         self._end_message()
         return _RETURN_CODES.get(verdict.action, Milter.TEMPFAIL)
 
-    def _body_chunks(self) -> Iterator[bytes]:
-        return self.spool.chunks() if self.spool is not None else iter(())
-
     def _remember_failure(self, where: str, exc: Exception) -> None:
         log.error("internal error in %s: %s", where, "".join(traceback.format_exception(exc)).strip())
         self.rt.metrics.internal_errors.labels(where=where).inc()
@@ -272,11 +268,15 @@ class GovMilter(Milter.Base):
             return Milter.TEMPFAIL
 
     def _end_message(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
-        self.tx = None
+        """Release the message: its spool and what its MIME walk holds."""
+        tx, self.tx = self.tx, None
         self.started = 0.0
+        if tx is not None:
+            try:
+                tx.close()
+            except Exception as exc:  # the answer is given: a failure to release is logged, not answered
+                log.error("could not release a message: %s", "".join(traceback.format_exception(exc)).strip())
+                self.rt.metrics.internal_errors.labels(where="release").inc()
 
 
 def _esmtp_params(params: tuple[str, ...]) -> dict[str, str]:

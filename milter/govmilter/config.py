@@ -30,7 +30,11 @@ class MilterConfig:
     name: str = "govmilter"
     timeout: int = 600  # seconds libmilter waits for the MTA
     spool_dir: str = "/var/spool/govmilter"
-    spool_threshold: int = 262144  # bytes kept in memory before the body goes to disk
+    spool_threshold: int = 262144  # bytes of a message kept in memory before it goes to disk
+    # header fields kept for checks to look up; every field still reaches the spool, the MIME walk
+    # and clamd, and a message past either bound is a header flood (the size check's policy)
+    max_header_fields: int = 2000
+    max_header_bytes: int = 4194304  # 4 MiB
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,12 @@ class SizeConfig:
     enabled: bool = True
     attachment_limit: int = 20971520  # 20 MiB of decoded attachment bytes (Dieu 5.1)
     raw_ceiling: int = 0  # 0 = derived from attachment_limit (base64 4/3 + line breaks + headers)
-    parse_error_action: str = "accept"  # accept | tempfail | reject: a MIME walk that failed
+    # reject | tempfail | accept: a MIME walk that a limit cut short (too many parts, nesting, a huge header)
+    parse_error_action: str = "reject"
+    # reject | tempfail | accept: ambiguous structure (a part with two differing Content-Type,
+    # Content-Transfer-Encoding or Content-Disposition fields) and a header flood
+    malformed_action: str = "reject"
+    text_memory: int = 1048576  # characters of a message's text kept in memory; the rest spills to disk
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,14 @@ class AntivirusConfig:
     on_failure_inbound: str = "tempfail"  # tempfail | accept | reject
     on_failure_outbound: str = "tempfail"
     on_size_limit: str = "tempfail"  # clamd's "INSTREAM size limit exceeded"
+    # clamd.conf's MaxFileSize: a size alert for a message smaller than this comes from what an
+    # archive in it expands to (a bomb), answered by on_expansion_limit instead of on_size_limit
+    clamd_max_file_size: int = 26214400  # 25 MiB, Debian's MaxFileSize
+    on_expansion_limit: str = "reject"  # tempfail | accept | reject (554 5.7.1 expansion-limit)
+    # files encoded in body text that clamd's own MIME parser does not decode (yEnc blocks,
+    # data: URIs) are scanned as INSTREAMs of their own, at most this many per message; past
+    # it the message is not scanned whole and on_size_limit decides
+    max_embedded_scans: int = 32
     breaker_failures: int = 3  # consecutive failures that open an address's circuit
     breaker_cooldown: float = 10.0  # seconds before an open circuit is tried again
     cache_ttl: float = 300.0  # seconds a copy of a scanned message reuses its answer; 0 scans every copy
@@ -125,6 +142,12 @@ class ContentConfig:
     reply_code: str = "550"
     reply_enhanced: str = "5.7.1"
     gtube: bool = True  # the GTUBE test string scores 1000 (an end-to-end test of the reject path)
+    # attached documents' text (.txt, .docx/.xlsx/.pptx, .pdf), read only for a rule with target = "document"
+    document_max_bytes: int = 33554432  # per document: decoded bytes, decompressed XML, text written (32 MiB)
+    document_max_count: int = 10  # documents read per message; the rest are unreadable
+    document_seconds: float = 10.0  # wall-clock seconds per document (pdftotext is killed after)
+    document_memory: int = 536870912  # address space of pdftotext, bytes (512 MiB)
+    document_unreadable: str = "monitor"  # encrypted, damaged or over budget: monitor (log, count, tag) | reject
 
 
 @dataclass(frozen=True)
@@ -156,11 +179,14 @@ class Config:
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("size", "parse_error_action"): ("accept", "tempfail", "reject"),
+    ("size", "malformed_action"): ("accept", "tempfail", "reject"),
     ("antivirus", "strategy"): ("ordered", "spread"),
     ("antivirus", "on_failure_inbound"): ("tempfail", "accept", "reject"),
     ("antivirus", "on_failure_outbound"): ("tempfail", "accept", "reject"),
     ("antivirus", "on_size_limit"): ("tempfail", "accept", "reject"),
+    ("antivirus", "on_expansion_limit"): ("tempfail", "accept", "reject"),
     ("log", "level"): ("debug", "info", "warning", "error"),
+    ("content", "document_unreadable"): ("monitor", "reject"),
 }
 
 
@@ -263,6 +289,13 @@ def _validate(config: Config) -> None:
         int(config.milter.socket_mode, 8)
     except ValueError as exc:
         raise ConfigError(f"{src}: [milter] socket_mode = {config.milter.socket_mode!r}: expected octal") from exc
+    milter = config.milter
+    if milter.spool_threshold < 1:  # 0 would keep every message in memory, however large
+        raise ConfigError(f"{src}: [milter] spool_threshold must be at least 1 byte")
+    if not 1 <= milter.max_header_fields <= 1_000_000:
+        raise ConfigError(f"{src}: [milter] max_header_fields must be between 1 and 1000000")
+    if not 1024 <= milter.max_header_bytes <= 256 * 1024 * 1024:
+        raise ConfigError(f"{src}: [milter] max_header_bytes must be between 1024 and 268435456 (256 MiB)")
     antivirus = config.antivirus
     for address in antivirus.clamd:
         try:
@@ -273,14 +306,27 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [antivirus] clamd: no address (or enabled = false)")
     if antivirus.connect_timeout <= 0 or antivirus.scan_timeout <= 0:
         raise ConfigError(f"{src}: [antivirus] connect_timeout and scan_timeout must be positive")
+    if antivirus.clamd_max_file_size < 1:
+        raise ConfigError(f"{src}: [antivirus] clamd_max_file_size must be positive (clamd.conf's MaxFileSize)")
+    if not 0 <= antivirus.max_embedded_scans <= 10000:
+        raise ConfigError(f"{src}: [antivirus] max_embedded_scans must be between 0 and 10000")
     if antivirus.breaker_failures < 1 or antivirus.breaker_cooldown < 0:
         raise ConfigError(f"{src}: [antivirus] breaker_failures must be at least 1, breaker_cooldown not negative")
     if config.size.attachment_limit <= 0:
         raise ConfigError(f"{src}: [size] attachment_limit must be positive")
+    if config.size.text_memory < 0:
+        raise ConfigError(f"{src}: [size] text_memory must not be negative")
     if config.dnsbl.budget <= 0 or config.dnsbl.workers < 1 or config.dnsbl.max_uri_domains < 0:
         raise ConfigError(f"{src}: [dnsbl] budget and workers must be positive, max_uri_domains not negative")
     if config.content.reject_threshold < config.content.tag_threshold:
         raise ConfigError(f"{src}: [content] reject_threshold must not be below tag_threshold")
+    content = config.content
+    if content.document_max_bytes < 1 or content.document_max_count < 0 or content.document_seconds <= 0:
+        raise ConfigError(
+            f"{src}: [content] document_max_bytes and document_seconds must be positive, max_count not negative"
+        )
+    if content.document_memory < 16 * 1024 * 1024:
+        raise ConfigError(f"{src}: [content] document_memory must be at least 16777216 (16 MiB)")
     if config.metrics.listen:
         host, sep, port = config.metrics.listen.rpartition(":")
         if not sep or not port.isdigit() or not host:

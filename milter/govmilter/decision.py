@@ -9,8 +9,9 @@ import logging
 import re
 
 from govmilter import __version__
+from govmilter.logfmt import fields
 from govmilter.metrics import Metrics
-from govmilter.model import Action, Mode, Transaction, Verdict
+from govmilter.model import OWN_HEADER_PREFIXES, Action, Mode, Transaction, Verdict
 
 log = logging.getLogger("govmilter.decision")
 
@@ -34,17 +35,17 @@ def accept_verdict(tx: Transaction) -> Verdict:
     return Verdict(Action.ACCEPT, "", headers=tuple(headers))
 
 
-# Headers whose meaning downstream depends on their having been set here: any copy that
-# arrives with the message is forged (a spammer's "X-Spam-Flag: NO") and is removed.
-OWN_HEADER_PREFIXES = ("x-govmilter", "x-spam-", "x-virus-scanned", "x-virus-status")
-
-
 def forged_headers(tx: Transaction) -> list[tuple[str, int]]:
     """(name, occurrence) of each incoming header that only this gateway may set, last first.
 
-    Occurrences count from 1 per name, as the milter protocol's change-header action wants;
-    removing the last first keeps the earlier occurrences' numbers valid.
+    Found among every field that arrived, stored in tx.headers or not (the transaction
+    records them as they arrive). Occurrences count from 1 per name, case-insensitive, as
+    the milter protocol's change-header action wants; removing the last first keeps the
+    earlier occurrences' numbers valid.
     """
+    if tx.header_count:
+        return tx.own_headers[::-1]
+    # a transaction built by hand (tests) has only its stored fields
     counts: dict[str, int] = {}
     found: list[tuple[str, int]] = []
     for name, _ in tx.headers:
@@ -66,23 +67,28 @@ def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float |
 
 
 def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> str:
+    """The decision as one logfmt line: our field names, each once, every value quoted as needed.
+
+    A value from the wire (queue id, client, MAIL FROM, recipients, rule, reply) is bare only
+    when it is a safe token, else quoted and escaped (logfmt.quote): it can never add a field.
+    """
     env = tx.envelope
     monitored = ",".join(f"{h.check}/{h.rule}" for h in tx.hits if h.mode is Mode.MONITOR and h.rule)
-    fields = [
-        f"queue_id={clean(env.queue_id) or '-'}",
-        f"client={clean(env.client_ip) or '-'}",
-        f"auth={'yes' if env.auth_user else 'no'}",
-        f"from=<{clean(env.mail_from)}>",
-        f"rcpts={clean(','.join(env.rcpts), 400)}",
-        f"action={verdict.action.value}",
-        f"check={verdict.check or '-'}",
-        f"rule={clean(verdict.rule) or '-'}",
-        f"reply=\"{clean(verdict.smtp_reply()).replace(chr(34), chr(39))}\"",
-        f"ruleset={tx.ruleset.version}",
-        f"size={tx.raw_size}",
+    pairs = [
+        ("queue_id", env.queue_id or "-"),
+        ("client", env.client_ip or "-"),
+        ("auth", "yes" if env.auth_user else "no"),
+        ("from", f"<{env.mail_from}>"),
+        ("rcpts", ",".join(env.rcpts)),
+        ("action", verdict.action.value),
+        ("check", verdict.check or "-"),
+        ("rule", verdict.rule or "-"),
+        ("reply", verdict.smtp_reply()),
+        ("ruleset", tx.ruleset.version),
+        ("size", str(tx.raw_size)),
     ]
     if monitored:
-        fields.append(f"monitor={clean(monitored)}")
+        pairs.append(("monitor", monitored))
     if elapsed is not None:
-        fields.append(f"ms={elapsed * 1000:.1f}")
-    return " ".join(fields)
+        pairs.append(("ms", f"{elapsed * 1000:.1f}"))
+    return fields(pairs, limit=400)

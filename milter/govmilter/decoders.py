@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import re
 from typing import Protocol
+from urllib.parse import unquote_to_bytes
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # every byte that is neither in the alphabet nor the pad: line breaks, spaces, junk
@@ -286,3 +287,237 @@ class UUDecoder:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+
+# ---- yEnc blocks inside text bodies ------------------------------------------------------
+
+_YENC_BEGIN = re.compile(rb"^=ybegin[ \t][^\r\n]*?name=[ \t]*([^\r\n]*?)[ \t]*\r?$", re.M)
+_YENC_SHIFT = bytes((b - 42) & 255 for b in range(256))
+_YENC_ESCAPE = re.compile(rb"=(.)", re.S)
+_YENC_SPACE = b"\r\n"
+_YENC_LINE_HOLD = 1024  # a partial line longer than this cannot be a control line
+
+
+def decode_yenc(data: bytes) -> tuple[bytes, bytes]:
+    """Decode yEnc content without line breaks; return (bytes, carry for the next piece).
+
+    Every byte is its value + 42; `=` escapes the next byte (+ 64 more). The escapes are
+    undone with one bytes.replace per escaped value present (a handful in real yEnc, at
+    most 256 on hostile input), never a loop per byte.
+    """
+    carry = b""
+    if data.endswith(b"="):
+        run = len(data) - len(data.rstrip(b"="))
+        if run % 2:  # the last `=` escapes a byte of the next piece
+            data, carry = data[:-1], b"="
+    if b"=" not in data:
+        return data.translate(_YENC_SHIFT), carry
+    # `==` first, left to right as a decoder reads it: after this no two `=` touch
+    data = data.replace(b"==", b"\xfd")  # (0x3d - 64) & 255: the escaped `=`, before the shift
+    escaped = set(_YENC_ESCAPE.findall(data))
+    last = b"}"  # "=}" becomes "=": replaced last, so that no later pass reads it as an escape
+    for value in sorted(escaped - {last}):
+        data = data.replace(b"=" + value, bytes(((value[0] - 64) & 255,)))
+    if last in escaped:
+        data = data.replace(b"=" + last, b"=")
+    return data.translate(_YENC_SHIFT), carry
+
+
+class YEncScanner:
+    """Finds `=ybegin ... name=x` ... `=yend` blocks in decoded text and decodes them.
+
+    Like UUScanner: `open_block(name)` gives the sink of each block's decoded bytes,
+    closed at `=yend` or at the end of the text. Multi-part headers (`=ypart`) are
+    skipped. Text without the literal `=ybegin` costs one bytes search per piece.
+    """
+
+    def __init__(self, open_block: _OpenBlock):
+        self.open_block = open_block
+        self.defects: set[str] = set()
+        self.blocks = 0
+        self._carry = b""  # the start of an unfinished line
+        self._escape = b""  # a trailing escape of the block's last piece
+        self._sink: UUSink | None = None
+        self._header = False  # right after =ybegin: an =ypart line may follow
+
+    def feed(self, data: bytes) -> None:
+        buf = self._carry + data if self._carry else data
+        end = buf.rfind(b"\n") + 1  # only whole lines are read now
+        pos = 0
+        while pos < end:
+            if self._sink is None:
+                start = buf.find(b"=ybegin", pos, end)
+                if start < 0:
+                    break
+                match = _YENC_BEGIN.match(buf, start, end) if start == 0 or buf[start - 1] == 0x0A else None
+                if match is None:
+                    pos = start + 7
+                    continue
+                self.blocks += 1
+                self._sink = self.open_block(match.group(1).decode("utf-8", "replace"))
+                self._header = True
+                pos = buf.find(b"\n", match.end()) + 1 or end
+            else:
+                pos = self._content(buf, pos, end)
+        rest = buf[end:]
+        if len(rest) > _YENC_LINE_HOLD:
+            if self._sink is not None:  # a long data line: decode it now, it is no control line
+                self._take(rest)
+            rest = b"#"  # keeps `^=ybegin` from matching in the middle of this long line
+        self._carry = rest
+
+    def finish(self) -> None:
+        if self._sink is not None:
+            carry = self._carry.rstrip(b"\r\n")
+            if carry and not carry.startswith(b"=yend"):
+                self._take(carry)
+            self._close("yenc-unterminated")
+        self._carry = b""
+
+    def _content(self, buf: bytes, pos: int, end: int) -> int:
+        """Decode whole lines from pos up to the =yend line (or `end`); return where to go on."""
+        if self._header and buf.startswith(b"=ypart", pos):
+            pos = buf.find(b"\n", pos, end) + 1 or end
+        self._header = False
+        if buf.startswith(b"=yend", pos):
+            stop = pos
+        else:
+            found = buf.find(b"\n=yend", pos, end)
+            stop = found + 1 if found >= 0 else end
+        if stop > pos:
+            self._take(buf[pos:stop])
+        if stop < end:  # the =yend line
+            self._flush()
+            self._close("")
+            return buf.find(b"\n", stop, end) + 1 or end
+        return end
+
+    def _take(self, data: bytes) -> None:
+        clean = data.translate(None, _YENC_SPACE)
+        decoded, self._escape = decode_yenc(self._escape + clean if self._escape else clean)
+        if decoded and self._sink is not None:
+            self._sink.take(decoded)
+
+    def _flush(self) -> None:
+        if self._escape:
+            self._escape = b""
+            self.defects.add("yenc-broken")
+
+    def _close(self, defect: str) -> None:
+        self._flush()
+        if defect:
+            self.defects.add(defect)
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+
+# ---- data: URIs inside text bodies --------------------------------------------------------
+
+# data:[<media type>][;parameters],<payload>  (RFC 2397; browsers read the scheme in any case)
+_DATA_HEAD = re.compile(rb"data:([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)?((?:;[^,;\"'<>()\s]{0,64}){0,8}),")
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-.+")  # "metadata:" is no data: URI
+_DATA_HEAD_HOLD = 300  # the longest header read: "data:" and a media type with parameters
+_B64_PAYLOAD_END = re.compile(rb"[^A-Za-z0-9+/=\s]")  # browsers drop ASCII white space in base64
+_PERCENT_PAYLOAD_END = re.compile(rb"[\s\"'<>()]")
+
+
+class PercentDecoder:
+    """The percent-encoded payload of a data: URI that is not base64."""
+
+    def __init__(self) -> None:
+        self.defects: set[str] = set()
+        self._carry = b""
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._carry + data if self._carry else data
+        cut = buf.rfind(b"%", max(0, len(buf) - 2))  # an escape that may go on in the next piece
+        if cut >= 0:
+            buf, self._carry = buf[:cut], buf[cut:]
+        else:
+            self._carry = b""
+        return unquote_to_bytes(buf) if b"%" in buf else buf
+
+    def finish(self) -> bytes:
+        carry, self._carry = self._carry, b""
+        return carry
+
+
+class DataURIScanner:
+    """Finds `data:<type>[;base64],<payload>` URIs in decoded text and decodes their payload.
+
+    `open_block(media_type)` gives each URI's sink. A payload ends at the first byte
+    that cannot belong to it (a quote, `<`, `)`, and for base64 anything outside the
+    alphabet and white space), or at the end of the text. Text without "data:" (in any
+    case) costs one lower() and one search per piece.
+    """
+
+    def __init__(self, open_block: _OpenBlock):
+        self.open_block = open_block
+        self.defects: set[str] = set()
+        self.blocks = 0
+        self._carry = b""
+        self._sink: UUSink | None = None
+        self._decoder: Decoder | None = None
+        self._end: re.Pattern[bytes] = _B64_PAYLOAD_END
+
+    def feed(self, data: bytes) -> None:
+        buf = self._carry + data if self._carry else data
+        self._carry = b""
+        pos = 0
+        low: bytes | None = None
+        while pos < len(buf):
+            if self._sink is not None:
+                found = self._end.search(buf, pos)
+                if found is None:
+                    self._take(buf[pos:] if pos else buf)
+                    return
+                self._take(buf[pos : found.start()])
+                self._close()
+                pos = found.start()
+                continue
+            if low is None:
+                low = buf.lower()
+            start = low.find(b"data:", pos)
+            if start < 0:
+                self._carry = buf[max(pos, len(buf) - 5) :]  # a "data" cut by the piece, and the byte before
+                return
+            head = _DATA_HEAD.match(low, start, start + _DATA_HEAD_HOLD)
+            if start > 0 and low[start - 1] in _WORD:
+                pos = start + 5
+                continue
+            if head is None:
+                if len(buf) - start < _DATA_HEAD_HOLD and b"," not in low[start:]:
+                    self._carry = buf[start:]  # the header may end in the next piece
+                    return
+                pos = start + 5
+                continue
+            self._open(head)
+            pos = head.end()
+
+    def finish(self) -> None:
+        if self._sink is not None:
+            self._close()
+        self._carry = b""
+
+    def _open(self, head: re.Match[bytes]) -> None:
+        media = (head.group(1) or b"text/plain").decode("ascii", "replace")
+        params = head.group(2).replace(b" ", b"").split(b";")
+        self.blocks += 1
+        if b"base64" in params:
+            self._decoder, self._end = Base64Decoder(), _B64_PAYLOAD_END
+        else:
+            self._decoder, self._end = PercentDecoder(), _PERCENT_PAYLOAD_END
+        self._sink = self.open_block(media)
+
+    def _take(self, data: bytes) -> None:
+        if data and self._sink is not None and self._decoder is not None:
+            self._sink.take(self._decoder.feed(data))
+
+    def _close(self) -> None:
+        if self._sink is not None and self._decoder is not None:
+            self._sink.take(self._decoder.finish())
+            self.defects |= self._decoder.defects
+            self._sink.close()
+        self._sink = None
+        self._decoder = None

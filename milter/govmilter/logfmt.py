@@ -1,9 +1,15 @@
-"""One log record, one line: the daemon's log format.
+"""One log record, one line: the daemon's log format, and logfmt fields.
 
-Values from the wire are cleaned where they are logged (decision.clean), but an
-exception's message can carry them too (a header value in a ValueError), and a
-traceback spans many lines. journald and syslog make each line an entry of its
-own, so a forged "queue_id=... action=accept" could pass for ours. This
+A decision line is logfmt (`key=value key="quoted value"`): fields() writes every
+value from the wire as a bare token only when it is one (letters, digits and
+`._@:/+,<>-`), and otherwise in double quotes with `"` and `\\` escaped and every
+control, line-break and invisible format character written as a JSON escape
+(`\\n`, `\\u001b`), so no MAIL FROM, recipient, rule or reply can add a field
+that a logfmt parser reads as ours.
+
+An exception's message can carry wire data too (a header value in a ValueError),
+and a traceback spans many lines. journald and syslog make each line an entry of
+its own, so a forged "queue_id=... action=accept" could pass for ours. The
 formatter escapes every line break and control character of the whole record,
 traceback included, and bounds its length.
 """
@@ -13,6 +19,36 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
+
+# a value written bare: no space, `=`, `"`, backslash, control or non-ASCII character
+_TOKEN = re.compile(r"[A-Za-z0-9._@:/+,<>-]+")
+# escaped inside quotes: the quote and backslash, C0/C1 controls, Unicode line breaks, invisible
+# format characters (bidi overrides and isolates, zero-width ones, BOM) and lone surrogates
+_QUOTED_UNSAFE = re.compile(
+    r'["\\\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f'
+    r"\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+_JSON_NAMED = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _JSON_NAMED.get(char) or f"\\u{ord(char):04x}"
+
+
+def quote(value: str, limit: int = 200) -> str:
+    """One logfmt value: bare when it is a safe token, else quoted and escaped; cut past `limit`."""
+    if len(value) > limit:
+        value = value[:limit] + "..."
+    if _TOKEN.fullmatch(value):
+        return value
+    return '"' + _QUOTED_UNSAFE.sub(_json_escape, value) + '"'
+
+
+def fields(pairs: Iterable[tuple[str, str]], limit: int = 200) -> str:
+    """`key=value` pairs of a logfmt line; the keys are ours, every value is quoted as needed."""
+    return " ".join(f"{key}={quote(value, limit)}" for key, value in pairs)
 
 FORMAT = "%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s"
 MAX_RECORD = 16384  # characters; a traceback fits, a flood does not

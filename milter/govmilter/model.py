@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from govmilter.spool import header_block
+from govmilter.spool import Spool, header_block
+from govmilter.textstore import TextStore, TextWriter
+from govmilter.textstore import pieces as text_pieces
 
 if TYPE_CHECKING:
     from govmilter.rules import RuleSet
@@ -126,12 +128,56 @@ class Part:
     archive_names: tuple[str, ...] = ()  # names in a zip central directory
     archive_encrypted: bool = False
     depth: int = 0
+    archive_expanded: int = 0  # a zip's entries' uncompressed sizes, summed (its central directory)
+    archive_ratio: float = 0.0  # the largest uncompressed/compressed ratio of an entry of meaningful size
+    archive_unreadable: str = ""  # a zip whose directory could not be read: the defect name
 
 
-@dataclass(frozen=True)
 class TextPart:
-    content_type: str  # "text/plain" or "text/html"
-    text: str  # decoded, capped
+    """The decoded text of one body-text part, whole, from memory or the message's spill file.
+
+    `TextPart(content_type, text)` builds one from a string (tests, small values);
+    the MIME walk builds them over its TextStore. Read large texts with `pieces()`.
+    """
+
+    __slots__ = ("_disk", "_memory", "_store", "content_type", "length")
+
+    def __init__(self, content_type: str, text: str = ""):
+        self.content_type = content_type  # "text/plain" or "text/html"
+        self.length = len(text)  # characters
+        self._memory: list[str] = [text] if text else []
+        self._store: TextStore | None = None
+        self._disk: tuple[int, int] | None = None
+
+    @classmethod
+    def stored(cls, content_type: str, writer: TextWriter) -> TextPart:
+        part = cls(content_type)
+        part.length = writer.length
+        part._memory = writer.memory
+        part._store = writer.store
+        part._disk = writer.disk
+        return part
+
+    def pieces(self, size: int = 65536) -> Iterator[str]:
+        """The part's text, in order, at most `size` characters at a time."""
+        return text_pieces(self._memory, self._store, self._disk, size)
+
+    @property
+    def text(self) -> str:
+        """The whole text at once: for small parts and tests; large ones are read in pieces."""
+        if self._disk is None and len(self._memory) == 1:
+            return self._memory[0]
+        return "".join(self.pieces())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TextPart):
+            return NotImplemented
+        return (self.content_type, self.length) == (other.content_type, other.length) and self.text == other.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TextPart({self.content_type!r}, length={self.length})"
 
 
 @dataclass(frozen=True)
@@ -142,29 +188,110 @@ class MessageFacts:
     attachment_bytes: int = 0
     texts: tuple[TextPart, ...] = ()
     defects: tuple[str, ...] = ()  # bounded names such as "unterminated-multipart"
+    store: TextStore | None = field(default=None, compare=False, repr=False)  # where texts spill
+
+    def close(self) -> None:
+        """Release the texts' spill file (idempotent); past it, only texts held in memory are readable."""
+        if self.store is not None:
+            self.store.close()
+
+
+# Headers whose meaning downstream depends on their having been set by this gateway: any copy
+# that arrives with the message is forged (a spammer's "X-Spam-Flag: NO") and is removed.
+OWN_HEADER_PREFIXES = ("x-govmilter", "x-spam-", "x-virus-scanned", "x-virus-status")
+MAX_HEADER_FIELDS = 2000  # fields kept in Transaction.headers ([milter] max_header_fields)
+MAX_HEADER_BYTES = 4 * 1024 * 1024  # bytes of fields kept there ([milter] max_header_bytes)
 
 
 @dataclass
 class Transaction:
-    """One message in flight: the state every check of every stage reads."""
+    """One message in flight: the state every check of every stage reads.
+
+    Every header field reaches the spool (add_header), so the MIME walk and clamd read the
+    whole header block from raw_chunks(); `headers` keeps the first fields, up to
+    max_header_fields and max_header_bytes, for checks to look fields up in. Past those
+    bounds `headers_truncated` is set and `header_count` still counts every field: a header
+    flood is judged as such (the size check's policy), never a blind spot.
+
+    The stored fields are always the first ones (once a field is left out, every later one
+    is), so they are the spool's in-memory buffer as well: they are written at the end of
+    the headers, or as soon as a field past the bounds arrives, which the spool then takes
+    itself (written every CHUNK characters, to disk past its threshold). The common message
+    costs one append per field, as before.
+    """
 
     envelope: Envelope
     ruleset: RuleSet
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    header_bytes: int = 0
+    headers: list[tuple[str, str]] = field(default_factory=list)  # the first fields, bounded
+    header_bytes: int = 0  # len(name) + len(value) + 4 of every field seen, stored or not
+    header_count: int = 0  # every field seen
+    headers_truncated: bool = False  # a field seen was not stored in `headers`
+    max_header_fields: int = MAX_HEADER_FIELDS
+    max_header_bytes: int = MAX_HEADER_BYTES
+    # (name, occurrence) of each field with an OWN_HEADER_PREFIXES name, among every field seen
+    own_headers: list[tuple[str, int]] = field(default_factory=list)
     body_bytes: int = 0
     hits: list[Verdict] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)  # per-check per-message state
+    spool: Spool | None = None  # the raw message: header block, empty line, body
     facts_loader: Callable[[], MessageFacts] | None = None
-    body_loader: Callable[[], Iterator[bytes]] | None = None  # -> the body from its start, in chunks
+    # a Transaction built without a spool (tests): the body from its start, in chunks
+    body_loader: Callable[[], Iterator[bytes]] | None = None
     _facts: MessageFacts | None = None
+    _own_counts: dict[str, int] = field(default_factory=dict)
+    _spooled: int = 0  # fields of `headers` written to the spool
 
     @property
     def raw_size(self) -> int:
         return self.header_bytes + self.body_bytes
 
+    def add_header(self, name: str, value: str) -> None:
+        """One header field as it arrives: to `headers` within the bounds, else to the spool."""
+        # the header callback's hot path (~20 fields a message at ~500 messages/s)
+        self.header_count += 1
+        self.header_bytes = total = self.header_bytes + len(name) + len(value) + 4
+        headers = self.headers
+        if len(headers) < self.max_header_fields and total <= self.max_header_bytes:
+            headers.append((name, value))
+        else:
+            self.headers_truncated = True
+            spool = self.spool
+            if spool is not None:
+                self._spool_stored()  # the first fields, before this one
+                spool.add_header(name, value)
+        if name[:1] in "Xx":  # cheap test first: every own prefix starts with x-
+            key = name.lower()
+            if key.startswith(OWN_HEADER_PREFIXES):
+                # bounded: more of them than max_header_fields means a truncated header, refused
+                # as a flood, so the list never outgrows the stored fields
+                if len(self.own_headers) < self.max_header_fields:
+                    count = self._own_counts.get(key, 0) + 1
+                    self._own_counts[key] = count
+                    self.own_headers.append((name, count))
+
+    def end_headers(self) -> None:
+        """The empty line after the last field (end of headers, or the first body bytes)."""
+        spool = self.spool
+        if spool is not None and spool.body_offset is None:
+            self._spool_stored()
+            spool.end_headers()
+
+    def _spool_stored(self) -> None:
+        """Write the stored fields not yet in the spool (they precede every field past the bounds)."""
+        spool = self.spool
+        if spool is not None and self._spooled < len(self.headers):
+            spool.write_fields(self.headers[self._spooled :])
+            self._spooled = len(self.headers)
+
+    def add_body(self, chunk: bytes) -> None:
+        if self.spool is not None:
+            if self.spool.body_offset is None:
+                self.end_headers()
+            self.spool.write(chunk)
+        self.body_bytes += len(chunk)
+
     def header(self, name: str) -> list[str]:
-        """All values of a header field, case-insensitive, in order."""
+        """All values of a stored header field, case-insensitive, in order."""
         wanted = name.lower()
         return [value for key, value in self.headers if key.lower() == wanted]
 
@@ -180,11 +307,30 @@ class Transaction:
 
     def body_chunks(self) -> Iterator[bytes]:
         """The body as received, from its start, in chunks; each call starts over."""
+        if self.spool is not None:
+            return self.spool.body_chunks()
         if self.body_loader is None:
             return iter(())
         return self.body_loader()
 
     def raw_chunks(self) -> Iterator[bytes]:
-        """The raw message (headers, then body) as bytes chunks."""
+        """The raw message (every header field, the empty line, the body) as bytes chunks."""
+        if self.spool is not None:
+            self._spool_stored()
+            return self.spool.chunks()
+        return self._rebuilt_chunks()
+
+    def _rebuilt_chunks(self) -> Iterator[bytes]:
+        # a Transaction built by hand (tests): its stored fields are all it has
         yield header_block(self.headers)
         yield from self.body_chunks()
+
+    def close(self) -> None:
+        """End of message: release the spool and what the MIME walk holds (text spilled to disk)."""
+        facts = self._facts
+        if facts is not None:
+            closer = getattr(facts, "close", None)
+            if closer is not None:
+                closer()
+        if self.spool is not None:
+            self.spool.close()

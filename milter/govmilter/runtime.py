@@ -11,7 +11,7 @@ from typing import Any
 from govmilter import __version__
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.mime import walk
+from govmilter.mime import Limits, walk
 from govmilter.model import MessageFacts, Transaction
 from govmilter.pipeline import Pipeline, build_checks, rule_compilers
 from govmilter.rules import RuleErrors, RuleSet, RuleStore
@@ -28,11 +28,13 @@ class Runtime:
         self.rules = RuleStore(config.rules.dir, rule_compilers(), on_reload=self._on_reload)
         self.metrics.set_ruleset(self.rules.current().version)
         self.pipeline = Pipeline(build_checks(config, self.metrics, skip), self.metrics)
+        # the text of a message past [size] text_memory characters spills to the spool directory
+        self.walk_limits = Limits(text_memory=config.size.text_memory, spool_dir=config.milter.spool_dir)
         self.metrics.declare_checks(check.name for check in self.pipeline.checks)
 
     def walk(self, tx: Transaction) -> MessageFacts:
         # its defects and attachment bytes are counted by the size check, which reads them on every message
-        return walk(tx.raw_chunks())
+        return walk(tx.raw_chunks(), self.walk_limits)
 
     def _on_reload(self, outcome: str, ruleset: RuleSet | None, errors: RuleErrors | None) -> None:
         self.last_reload = outcome

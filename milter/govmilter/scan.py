@@ -9,18 +9,18 @@ from __future__ import annotations
 import functools
 import ipaddress
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from govmilter import decision
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.mime import walk
+from govmilter.mime import Limits, walk
 from govmilter.model import Envelope, Stage, Transaction, Verdict
 from govmilter.pipeline import Pipeline
 from govmilter.rules import RuleSet
-from govmilter.spool import Spool, read_message_file
+from govmilter.spool import Spool, iter_message_file
 
 
 def is_trusted(client_ip: str, trusted_relays: Iterable[str]) -> bool:
@@ -43,6 +43,10 @@ class ScanResult:
     tx: Transaction
     stage: Stage  # where the transaction ended
     durations_ms: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Release the message (its spool, its MIME walk's text): after the result is printed."""
+        self.tx.close()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -81,7 +85,11 @@ def scan_message(
     mail_params: dict[str, str] | None = None,
     metrics: Metrics | None = None,
 ) -> ScanResult:
-    """Drive every stage of the pipeline over one message, as the daemon would."""
+    """Drive every stage of the pipeline over one message, as the daemon would.
+
+    The message goes to a spool as the daemon builds it (every header field, the empty
+    line, the body). The result holds it open for its reader: call ScanResult.close().
+    """
     envelope = Envelope(
         client_ip=client_ip,
         helo=helo,
@@ -91,21 +99,29 @@ def scan_message(
         mail_params={k.upper(): v for k, v in (mail_params or {}).items()},
         trusted_relay=is_trusted(client_ip, config.network.trusted_relays),
     )
-    headers, body = read_message_file(stream)
-    spool = Spool(None, config.milter.spool_threshold)
-    tx = Transaction(envelope=envelope, ruleset=ruleset)
-    tx.body_loader = spool.chunks
-    tx.facts_loader = lambda: walk(tx.raw_chunks())
+    headers, body = iter_message_file(stream)
+    settings = config.milter
+    tx = Transaction(
+        envelope=envelope,
+        ruleset=ruleset,
+        spool=Spool(None, settings.spool_threshold),  # the system's temporary directory: any user may scan
+        max_header_fields=settings.max_header_fields,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    # the daemon's walk (Runtime.walk_limits), its text spilling to the system's temporary directory
+    limits = Limits(text_memory=config.size.text_memory)
+    tx.facts_loader = lambda: walk(tx.raw_chunks(), limits)
     started = time.perf_counter()
     try:
-        verdict, stage = _drive(pipeline, tx, headers, body, spool, rcpts)
+        verdict, stage = _drive(pipeline, tx, headers, body, rcpts)
         if verdict is None:
             verdict = decision.accept_verdict(tx)
             pipeline.accepted(tx)
         if metrics is not None:
             decision.record(tx, verdict, metrics, time.perf_counter() - started)
-    finally:
-        spool.close()
+    except BaseException:
+        tx.close()
+        raise
     durations = {name: round(sec * 1000, 3) for name, sec in tx.scratch.get("durations", {}).items()}
     return ScanResult(verdict, tx, stage, durations)
 
@@ -113,9 +129,8 @@ def scan_message(
 def _drive(
     pipeline: Pipeline,
     tx: Transaction,
-    headers: list[tuple[str, str]],
+    headers: Iterator[tuple[str, str]],
     body: Iterable[bytes],
-    spool: Spool,
     rcpts: Sequence[str],
 ) -> tuple[Verdict | None, Stage]:
     for stage in (Stage.CONNECT, Stage.MAIL):
@@ -128,14 +143,13 @@ def _drive(
         if verdict:
             return verdict, Stage.RCPT
     for name, value in headers:
-        tx.headers.append((name, value))
-        tx.header_bytes += len(name) + len(value) + 4
+        tx.add_header(name, value)  # every field to the spool, the first ones to tx.headers: as the daemon
+    tx.end_headers()
     verdict = pipeline.run(Stage.HEADERS, tx)
     if verdict:
         return verdict, Stage.HEADERS
     for chunk in body:
-        spool.write(chunk)
-        tx.body_bytes += len(chunk)
+        tx.add_body(chunk)
         verdict = pipeline.run(Stage.BODY, tx)
         if verdict:
             return verdict, Stage.BODY

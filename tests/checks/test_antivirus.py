@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -9,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from adversarial.generate import yenc
 from clamd_fixture import ClamdFactory
 from fake_clamd import FakeClamd
 from govmilter import __version__
 from govmilter.checks.antivirus import safe_signature
+from govmilter.clients.clamd import ClamdClient, Outcome
 from govmilter.config import ConfigError, load_config
 from govmilter.model import Action
 from govmilter.pipeline import CHECK_NAMES
@@ -156,7 +160,10 @@ ANSWERS = {
 def test_size_limit_follows_on_size_limit(
     small_clamd: LabClamd, policy: str, action: Action, reply: str, kind: str
 ) -> None:
-    scanner = harness([small_clamd.address], f'antivirus.on_size_limit="{policy}"')
+    # clamd_max_file_size says what small_clamd's MaxFileSize is: MEDIUM is too large itself
+    scanner = harness(
+        [small_clamd.address], f'antivirus.on_size_limit="{policy}"', "antivirus.clamd_max_file_size=524288"
+    )
     result = scanner.scan(BIG if kind == "stream-max-length" else MEDIUM)
     assert result.verdict.action is action
     assert result.verdict.smtp_reply().startswith(reply)
@@ -169,6 +176,49 @@ def test_size_limit_follows_on_size_limit(
         assert "too large" in headers["X-Virus-Status"]
     value = scanner.metrics.registry.get_sample_value
     assert value("govmilter_antivirus_scans_total", {"result": "size_limit"}) == 1
+
+
+def gzip_of_zeros(mib: int) -> bytes:
+    return gzip.compress(bytes(mib << 20), compresslevel=1, mtime=0)
+
+
+@pytest.mark.parametrize(
+    ("policy", "action", "reply"),
+    [
+        ("reject", Action.REJECT, "554 5.7.1 Thu chua tep nen giai nen qua lon de quet virus (bom nen)"),
+        ("tempfail", Action.TEMPFAIL, "451 4.7.1 Thu chua tep nen giai nen qua lon de quet virus"),
+        ("accept", Action.ACCEPT, ""),
+    ],
+)
+def test_a_small_message_that_expands_past_max_file_size_follows_on_expansion_limit(
+    small_clamd: LabClamd, policy: str, action: Action, reply: str
+) -> None:
+    bomb = mail("nhat ky", [("nhat-ky.log.gz", gzip_of_zeros(4))])  # 4 KiB that expand to 4 MiB
+    assert len(bomb) < 524288
+    scanner = harness(
+        [small_clamd.address], f'antivirus.on_expansion_limit="{policy}"', "antivirus.clamd_max_file_size=524288"
+    )
+    result = scanner.scan(bomb)
+    assert result.verdict.action is action
+    assert result.verdict.smtp_reply().startswith(reply)
+    hits = [hit for hit in result.tx.hits if hit.check == "antivirus"]
+    assert [hit.rule for hit in hits] == ["expansion-limit"]
+    assert "Heuristics.Limits.Exceeded.MaxFileSize" in hits[0].reason
+    if action is Action.REJECT:
+        assert "QD 06/2022 Dieu 8.2" in result.verdict.text and result.verdict.text.isascii()
+    if action is Action.ACCEPT:
+        assert "expands past" in dict(result.verdict.headers)["X-Virus-Status"]
+
+
+def test_expansion_limit_is_rejected_by_default_and_size_limit_stays_for_large_messages(
+    small_clamd: LabClamd,
+) -> None:
+    scanner = harness([small_clamd.address], "antivirus.clamd_max_file_size=524288")
+    bomb = scanner.scan(mail("nhat ky", [("nhat-ky.log.gz", gzip_of_zeros(4))]))
+    assert (bomb.verdict.rule, bomb.verdict.code, bomb.verdict.enhanced) == ("expansion-limit", "554", "5.7.1")
+    assert scanner.scan(MEDIUM).verdict.rule == "size-limit"  # 800 kB raw: the message itself is too large
+    # "INSTREAM size limit exceeded" (StreamMaxLength) is never an expansion
+    assert scanner.scan(BIG).verdict.rule == "size-limit"
 
 
 def test_a_virus_ahead_of_the_size_limit_is_still_found(small_clamd: LabClamd) -> None:
@@ -246,6 +296,9 @@ def test_signature_names_are_made_safe_for_replies() -> None:
         ("antivirus.scan_timeout=0", "must be positive"),
         ("antivirus.connect_timeout=-1", "must be positive"),
         ("antivirus.breaker_failures=0", "at least 1"),
+        ("antivirus.clamd_max_file_size=0", "MaxFileSize"),
+        ('antivirus.on_expansion_limit="drop"', "on_expansion_limit"),
+        ("antivirus.max_embedded_scans=-1", "max_embedded_scans"),
     ],
 )
 def test_bad_antivirus_settings_are_refused_at_load(setting: str, message: str) -> None:
@@ -321,4 +374,85 @@ def test_cache_ttl_zero_scans_every_copy(clamd_factory: ClamdFactory) -> None:
     assert scanner.metrics.registry.get_sample_value("govmilter_antivirus_scans_total", {"result": "clean"}) == 2
     server.stop()
     assert scanner.scan(copy_of(circular, message_id="<c@example.com>")).verdict.action is Action.TEMPFAIL
+    assert cache_count(scanner, "hit") is None
+
+
+# --- files encoded in body text that clamd does not decode -----------------------------------
+
+
+def text_mail(body: bytes, content_type: str = "text/plain; charset=utf-8", subject: str = "Tep") -> bytes:
+    return (
+        f"From: partner@example.com\r\nTo: user@bacninh.gov.vn\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{time.monotonic_ns()}@example.com>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: {content_type}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + body
+
+
+def data_uri(data: bytes, media: str = "application/octet-stream") -> bytes:
+    return b"data:" + media.encode() + b";base64," + base64.b64encode(data)
+
+
+def samples() -> list[tuple[bytes, str]]:
+    found = [(EICAR, "Eicar-Test-Signature.UNOFFICIAL")]
+    if (TESTFILES / "clam.exe").exists():
+        found.append(((TESTFILES / "clam.exe").read_bytes(), "ClamAV-Test-File.UNOFFICIAL"))
+    return found
+
+
+def test_eicar_with_a_trailing_line_break_is_found(scanner: Harness) -> None:
+    # the EICAR specification allows trailing white space; the test database finds it as ClamAV does
+    result = scanner.scan(text_mail(EICAR + b"\r\n", "text/plain; charset=us-ascii"))
+    assert result.verdict.rule == "virus-found" and "Eicar-Test-Signature" in result.verdict.text
+
+
+@pytest.mark.parametrize("where", ["yenc", "data-uri-plain", "data-uri-css"])
+@pytest.mark.parametrize("sample", range(2))
+def test_files_clamd_does_not_decode_are_scanned_on_their_own(scanner: Harness, where: str, sample: int) -> None:
+    if sample >= len(samples()):
+        pytest.skip("clam.exe is not installed")
+    data, signature = samples()[sample]
+    if where == "yenc":
+        message = text_mail(b"Tep:\r\n" + yenc(data, "tep.bin"))
+    elif where == "data-uri-plain":
+        message = text_mail(b"Xem <" + data_uri(data) + b"> nhe.\r\n")
+    else:
+        style = b'<div style="background:url(' + data_uri(data, "image/png") + b')">x</div>\r\n'
+        message = text_mail(style, "text/html; charset=utf-8")
+    whole = ClamdClient(scanner.config.antivirus.clamd[0]).instream([message], time.monotonic() + 30)
+    assert whole.outcome is Outcome.CLEAN  # clamd alone does not see it: the reason for the extra scan
+    result = scanner.scan(message)
+    assert result.verdict.rule == "virus-found"
+    assert result.verdict.text == f"Thu co chua virus {signature} (QD 06/2022 Dieu 8.2) - virus found: {signature}"
+
+
+def test_clean_embedded_files_pass_and_each_is_one_more_scan(clamd: LabClamd) -> None:
+    scanner = harness([clamd.address], "antivirus.cache_ttl=0")
+    pictures = b" ".join(b'<img src="' + data_uri(bytes([i]) * 300, "image/png") + b'">' for i in range(3))
+    result = scanner.scan(text_mail(pictures + b"\r\n", "text/html; charset=utf-8"))
+    assert result.verdict.action is Action.ACCEPT
+    assert "X-Virus-Scanned" in dict(result.verdict.headers)
+    assert scanner.metrics.registry.get_sample_value("govmilter_antivirus_scans_total", {"result": "clean"}) == 4
+
+
+def test_past_max_embedded_scans_the_message_is_not_scanned_whole(clamd: LabClamd) -> None:
+    scanner = harness([clamd.address], "antivirus.max_embedded_scans=2", 'antivirus.on_size_limit="reject"')
+    blocks = b"".join(b"Anh <" + data_uri(bytes([i]) * 100) + b">\r\n" for i in range(3))
+    result = scanner.scan(text_mail(blocks))
+    assert (result.verdict.rule, result.verdict.code) == ("size-limit", "552")
+    assert "max_embedded_scans" in result.verdict.reason
+    # a virus among the files that are scanned is still refused as a virus
+    first = b"Anh <" + data_uri(EICAR) + b">\r\n"
+    assert scanner.scan(text_mail(first + blocks)).verdict.rule == "virus-found"
+
+
+def test_headers_past_the_stored_bound_are_never_answered_from_the_cache(clamd_factory: ClamdFactory) -> None:
+    server = clamd_factory()
+    scanner = harness([server.address], "milter.max_header_fields=20", 'size.malformed_action="accept"')
+    filler = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(30))
+    message = ("Subject: Thong bao\r\n" + filler + "\r\nNoi dung.\r\n").encode()
+    first = scanner.scan(message)
+    assert first.tx.headers_truncated and first.verdict.action is Action.ACCEPT
+    server.stop()  # only a cached answer could accept the copy now
+    copy = message.replace(b"X-Filler-29: 29", b"X-Filler-29: other")
+    assert scanner.scan(copy).verdict.action is Action.TEMPFAIL
     assert cache_count(scanner, "hit") is None

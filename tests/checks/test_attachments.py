@@ -254,6 +254,7 @@ def test_shipped_rule_file_compiles_with_every_kind() -> None:
         "double-extension",
         "archive-extension",
         "encrypted-archive",
+        "archive-bomb",
     }
     assert all(rule.description for rule in compiled.rules)
 
@@ -328,3 +329,98 @@ def test_name_helpers() -> None:
     assert extensions_of("README") == []
     assert reply_name("báo cáo 100%.pdf") == "bao cao 100_.pdf"
     assert reply_name("") == "khong ten/unnamed"
+
+
+# ---- zip bombs -------------------------------------------------------------------------------
+
+
+def test_zip_bomb_is_refused_from_its_directory(shipped: Harness) -> None:
+    from zipbomb import zip_of_zeros
+
+    for size in (2 << 30, 128 << 20):  # past max_expanded; under it but past max_ratio
+        verdict = shipped.scan(mail((zip_of_zeros(size), "bang-luong.zip", "application/zip"))).verdict
+        assert (verdict.action, verdict.rule, verdict.code) == (Action.REJECT, "archive-bomb", "550")
+        assert "zip bomb" in verdict.text and "bang-luong.zip" in verdict.text
+
+
+def test_office_documents_are_no_bombs(shipped: Harness) -> None:
+    buffer = io.BytesIO()
+    rows = "".join(f'<row r="{i}"><c r="A{i}"><v>{i}</v></c><c r="B{i}" s="1"/></row>' for i in range(1, 200_001))
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/worksheets/sheet1.xml", f"<worksheet><sheetData>{rows}</sheetData></worksheet>")
+        archive.writestr("xl/styles.xml", "<styleSheet>" + "<xf/>" * 30_000 + "</styleSheet>")
+    name, kind = "so-lieu.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    assert shipped.scan(mail((buffer.getvalue(), name, kind))).verdict.action is Action.ACCEPT
+
+
+def test_an_unreadable_directory_is_refused_not_passed(tmp_path: Path) -> None:
+    h = only(
+        tmp_path,
+        """
+        [[rule]]
+        id = "bomb"
+        description = "x"
+        match = "archive-bomb"
+        max_expanded = 1000000
+        """,
+    )
+    archive = zipped({"a.txt": b"x"})
+    truncated = archive[: archive.index(b"PK\x01\x02")] + b"\0" * 30  # the directory is gone
+    verdict = h.scan(mail((truncated, "a.zip", "application/zip"))).verdict
+    assert (verdict.rule, verdict.action) == ("bomb", Action.REJECT)
+    assert "archive-broken" in h.scan(mail((truncated, "a.zip", "application/zip"))).verdict.reason
+    h_off = only(
+        tmp_path,
+        """
+        [[rule]]
+        id = "bomb"
+        description = "x"
+        match = "archive-bomb"
+        max_expanded = 1000000
+        unreadable = false
+        """,
+    )
+    assert h_off.scan(mail((truncated, "a.zip", "application/zip"))).verdict.action is Action.ACCEPT
+
+
+def test_archive_bomb_rules_are_validated(tmp_path: Path) -> None:
+    (tmp_path / "attachments.toml").write_text(
+        textwrap.dedent(
+            """\
+            kind = "attachments"
+
+            [[rule]]
+            id = "bad id!"
+            description = "x"
+            match = "encrypted-archive"
+
+            [[rule]]
+            id = "neg"
+            description = "x"
+            match = "archive-bomb"
+            max_expanded = -1
+            max_ratio = "many"
+
+            [[rule]]
+            id = "stray"
+            description = "x"
+            match = "extension"
+            extensions = ["exe"]
+            max_ratio = 10
+
+            [[rule]]
+            id = "nothing"
+            description = "x"
+            match = "archive-bomb"
+            unreadable = false
+            """
+        )
+    )
+    with pytest.raises(RuleErrors) as caught:
+        load_ruleset(tmp_path, {"attachments": compile_rules})
+    text = str(caught.value)
+    assert "bad id!: id = 'bad id!'" in text
+    assert "neg: max_expanded = -1" in text and "neg: max_ratio = 'many'" in text
+    assert "stray: max_ratio is only for match = 'archive-bomb'" in text
+    assert "nothing: match = 'archive-bomb' needs" in text

@@ -141,17 +141,57 @@ def test_password_notice_goes_out() -> None:
     assert headers(result)["X-Spam-Score"] == "0.0"
 
 
-def test_secret_attachment_name_is_monitored_then_enforced(tmp_path: Path) -> None:
+def test_secret_attachment_name_is_enforced() -> None:
     result = harness().scan(SPAM / "secret-attachment.eml", **OUTBOUND)
-    assert result.verdict.action is Action.ACCEPT
-    tag = ("X-Govmilter-Monitor", "check=content rule=secret-marking-attachment would=reject")
-    assert tag in result.verdict.headers
-    text = (RULES / "content-regulation.toml").read_text(encoding="utf-8")
-    enforce = text.replace('mode = "monitor"\nreply = "Tep', 'mode = "enforce"\nreply = "Tep')
-    assert enforce != text
-    (tmp_path / "content-regulation.toml").write_text(enforce, encoding="utf-8")
-    enforced = harness(tmp_path).scan(SPAM / "secret-attachment.eml", **OUTBOUND)
-    assert enforced.verdict.refuses and enforced.verdict.rule == "secret-marking-attachment"
+    assert result.verdict.refuses and result.verdict.rule == "secret-marking-attachment"
+    assert shipped()["secret-marking-attachment"].mode is Mode.ENFORCE
+
+
+ATTACHMENT_MARKED = [
+    "Báo cáo tối mật quý III.pdf",
+    "TỐI MẬT - Kế hoạch.docx",
+    "Tối mật_Báo cáo.pdf",
+    "Báo cáo [tối mật].pdf",
+    "KH_TUYỆT_MẬT_2024.xlsx",
+    "ke-hoach-TUYỆT-MẬT.pptx",
+    "Hướng dẫn TỐI MẬT.docx",  # a stamp in capitals is a stamp, whatever the words around it
+]
+ATTACHMENT_CLEAN = [
+    "huong-dan-phan-loai-do-mat.pdf",
+    "mat-khau.txt",
+    "mat-do-dan-so.xlsx",
+    "toi_mat.docx",  # no diacritics: "tôi mất", "tối mặt"... read the same
+    "Hướng dẫn phân loại tài liệu tối mật.pdf",
+    "Danh mục bí mật nhà nước độ Tối mật, Tuyệt mật.docx",
+    "Quy chế bảo vệ bí mật nhà nước.pdf",
+    "Quy định về tài liệu tuyệt mật.docx",
+    "Tập huấn xác định độ mật.pptx",
+    "Mật khẩu hộp thư.txt",
+    "Tôi mất điện thoại.jpg",
+]
+
+
+@pytest.mark.parametrize("name", ATTACHMENT_MARKED)
+def test_secret_file_names_fire(name: str) -> None:
+    assert shipped()["secret-marking-attachment"].regex.search(normalize(name))
+
+
+@pytest.mark.parametrize("name", ATTACHMENT_CLEAN)
+def test_guides_and_password_files_are_not_secret_names(name: str) -> None:
+    assert not shipped()["secret-marking-attachment"].regex.search(normalize(name))
+
+
+def test_guide_attachment_goes_out() -> None:
+    raw = (
+        "From: <a.nguyen@bacninh.gov.vn>\r\nTo: <partner@example.com>\r\nSubject: Huong dan\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nxem tep\r\n'
+        "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;"
+        " filename*=utf-8''H%C6%B0%E1%BB%9Bng%20d%E1%BA%ABn%20ph%C3%A2n%20lo%E1%BA%A1i%20t%C3%A0i%20li%E1%BB%87u"
+        "%20t%E1%BB%91i%20m%E1%BA%ADt.bin\r\nContent-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b--\r\n"
+    )
+    result = harness().scan(raw, **OUTBOUND)
+    assert result.verdict.action is Action.ACCEPT, result.verdict
+    assert "secret-marking-attachment" not in rules_hit(result)
 
 
 # ---- registration mail at official mailboxes (Bac Ninh Dieu 8.4, Quang Ninh 1.3(3)) -------------
@@ -442,4 +482,4 @@ def test_normalisation_helpers() -> None:
     assert decode_header_value("=?utf-8?q?T=E1=BB=91i_m=E1=BA=ADt?=") == "Tối mật"
     assert decode_header_value("plain \udcc3\udcb4") == "plain ô"  # raw UTF-8 carried as surrogates
     text = html_to_text("<html><head><title>t</title></head><body><div>a</div><div>b<br>c</div></body></html>")
-    assert [line for line in text.splitlines() if line] == ["a", "b", "c"]
+    assert [line for line in text.splitlines() if line] == ["t", "a", "b", "c"]  # the title is read, alone

@@ -228,24 +228,28 @@ def test_weak_traces() -> None:
 # --- exemptions and small helpers ----------------------------------------------------------------------
 
 
+REPORT = ("Content-Type", "multipart/report; report-type=delivery-status; boundary=x")
+
+
 @pytest.mark.parametrize(
     ("mail_from", "headers", "expected"),
     [
+        # only the null sender exempts a whole message; a report with it is a "dsn"
         ("", [], "null-sender"),
-        ("a@example.com", [("Content-Type", "multipart/report; report-type=delivery-status; boundary=x")], "dsn"),
-        ("a@example.com", [("Content-Type", "Multipart/Report; report-type=disposition-notification")], "dsn"),
-        ("a@example.com", [("Auto-Submitted", "auto-replied (vacation)")], "auto-reply"),
-        ("a@example.com", [("Auto-Submitted", "Auto-Notified")], "auto-reply"),
-        ("a@example.com", [("Auto-Submitted", "auto-generated")], ""),
-        ("a@example.com", [("List-Id", "<l.example.org>")], "mailing-list"),
-        ("a@example.com", [("List-Post", "<mailto:l@example.org>")], "mailing-list"),
-        ("a@example.com", [("X-Mailman-Version", "2.1.39")], "mailing-list"),
-        ("a@example.com", [("Precedence", "bulk")], "mailing-list"),
-        ("a@example.com", [("Precedence", "List")], "mailing-list"),
-        ("a@example.com", [("Precedence", "junk")], ""),
-        ("news-bounces@lists.example.org", [], "mailing-list"),
-        ("news-bounces+u=bacninh.gov.vn@lists.example.org", [], "mailing-list"),
-        ("bounces@example.org", [], ""),
+        ("", [REPORT], "dsn"),
+        ("", [("Content-Type", "Multipart/Report; report-type=disposition-notification")], "dsn"),
+        ("", [("Content-Type", "text/plain")], "null-sender"),
+        # a label from a non-null sender exempts nothing (the bypass of issue 14)
+        ("a@example.com", [REPORT], ""),
+        ("a@example.com", [("Content-Type", "Multipart/Report; report-type=disposition-notification")], ""),
+        ("MAILER-DAEMON@example.com", [REPORT], ""),
+        ("postmaster@hanoi.gov.vn", [REPORT], ""),
+        ("a@example.com", [("Auto-Submitted", "auto-replied (vacation)")], ""),
+        ("a@example.com", [("Auto-Submitted", "Auto-Notified")], ""),
+        ("a@example.com", [("List-Id", "<l.example.org>")], ""),
+        ("a@example.com", [("Precedence", "bulk")], ""),
+        ("news-bounces@lists.example.org", [("List-Id", "<news.lists.example.org>")], ""),
+        ("prvs=0123abcd45=partner@example.com", [REPORT], ""),
         ("a@example.com", [("Content-Type", "multipart/mixed; boundary=x")], ""),
     ],
 )

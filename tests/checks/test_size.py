@@ -9,7 +9,7 @@ import pytest
 from govmilter.checks.size import derived_raw_ceiling
 from govmilter.model import Action, Mode, Stage
 from govmilter.pipeline import CHECK_NAMES
-from mimebuild import Attachment, leaf, message, multipart, random_bytes, text, write_message
+from mimebuild import Attachment, b64, leaf, message, multipart, random_bytes, text, write_message
 from support import Harness
 
 OTHERS = [name for name in CHECK_NAMES if name != "size"]
@@ -113,7 +113,9 @@ def test_inline_image_and_forwarded_message_attachments_count(tmp_path: Path) ->
         b"Content-Type: message/rfc822\r\n\r\n" + inner,
     )
     result = h.scan(message(body))
-    assert result.tx.facts().attachment_bytes == 10500
+    # the image, the forwarded message's file, and the rest of that message: its text and headers
+    inner_headers = len(inner) - len(inner.split(b"\r\n\r\n", 1)[1])
+    assert result.tx.facts().attachment_bytes > 10500 + len(b"fwd") + inner_headers // 2
     assert result.verdict.rule == "attachment-cap"
 
 
@@ -224,3 +226,89 @@ def test_refusals_are_counted_by_rule(tmp_path: Path) -> None:
     labels = {"check": "size", "rule": "attachment-cap", "mode": "enforce"}
     assert sample_metric(h, "govmilter_rule_hits_total", labels) == 1
     assert sample_metric(h, "govmilter_messages_total", {"action": "reject", "check": "size"}) == 1
+
+
+# ---- issue 14: every attachment class counts; ambiguous structure and header floods ---------
+
+
+def yenc_text(payload: bytes) -> bytes:
+    encoded = bytearray()
+    for byte in payload:
+        value = (byte + 42) & 255
+        encoded += bytes((61, (value + 64) & 255)) if value in (0, 10, 13, 61) else bytes((value,))
+    lines = b"\r\n".join(bytes(encoded[i : i + 128]) for i in range(0, len(encoded), 128))
+    return b"=ybegin line=128 size=%d name=a.bin\r\n" % len(payload) + lines + b"\r\n=yend size=%d\r\n" % len(payload)
+
+
+def data_uri_html(payload: bytes) -> bytes:
+    return b'<p>xem anh</p><img src="data:image/png;base64,' + b64(payload) + b'">\r\n'
+
+
+CLASSES = {
+    "text-csv": lambda p: leaf(p, "text/csv", encoding="base64", disposition=""),
+    "yenc": lambda p: leaf(yenc_text(p), "text/plain", encoding="8bit", disposition=""),
+    "data-uri": lambda p: leaf(data_uri_html(p), "text/html", encoding="7bit", disposition=""),
+    # an attached .eml whose own body is 8bit text: its body counts
+    "attached-message": lambda p: b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n"
+    + (b"Noi dung thu chuyen tiep. " * 3 + b"x" * 20 + b"\r\n") * (len(p) // 100),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSES))
+@pytest.mark.parametrize(("size", "refused"), [(9000, True), (7000, False)])
+def test_every_attachment_class_counts(kind: str, size: int, refused: bool) -> None:
+    h = harness("size.attachment_limit=8000")
+    result = h.scan(message(multipart(text("xin chao"), CLASSES[kind](random_bytes(size)))))
+    assert result.tx.facts().attachment_bytes >= size
+    assert (result.verdict.rule == "attachment-cap") is refused, result.verdict
+
+
+def duplicated(second: bytes) -> bytes:
+    part = b"Content-Type: text/plain\r\n" + second + b"\r\n\r\nTVqQAAMAAAAEAAAA\r\n"
+    return message(multipart(text("xem"), part))
+
+
+@pytest.mark.parametrize(
+    ("second", "rule"),
+    [
+        (b"Content-Type: application/x-msdownload", "duplicate-content-type"),
+        (
+            b"Content-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64",
+            "duplicate-content-transfer-encoding",
+        ),
+        (b'Content-Disposition: inline\r\nContent-Disposition: attachment; filename="a.exe"',
+         "duplicate-content-disposition"),
+    ],
+)
+def test_ambiguous_fields_are_refused_by_default(default: Harness, second: bytes, rule: str) -> None:
+    result = default.scan(duplicated(second))
+    verdict = result.verdict
+    assert (verdict.action, verdict.code, verdict.enhanced, verdict.rule) == (Action.REJECT, "554", "5.6.0", rule)
+    assert verdict.text.isascii() and "%" not in verdict.text
+    assert "khong hop le" in verdict.text and "malformed message" in verdict.text
+
+
+def test_identical_duplicates_pass(default: Harness) -> None:
+    assert default.scan(duplicated(b"Content-Type: TEXT/PLAIN")).verdict.action is Action.ACCEPT
+
+
+def test_malformed_tempfail_and_accept() -> None:
+    data = duplicated(b"Content-Type: application/zip")
+    tempfail = harness("size.malformed_action=tempfail").scan(data).verdict
+    assert (tempfail.action, tempfail.code, tempfail.enhanced) == (Action.TEMPFAIL, "451", "4.6.0")
+    accepted = harness("size.malformed_action=accept").scan(data)
+    assert accepted.verdict.action is Action.ACCEPT
+    hits = [hit for hit in accepted.tx.hits if hit.rule == "duplicate-content-type"]
+    assert hits and hits[0].mode is Mode.MONITOR  # logged and counted, never silent
+
+
+def test_header_flood_gets_the_malformed_policy(default: Harness) -> None:
+    fields = b"".join(b"X-Filler-%d: x\r\n" % i for i in range(2100))
+    result = default.scan(fields + message(text("xin chao")))
+    assert getattr(result.tx, "headers_truncated", False) or result.tx.scratch.get("headers_truncated")
+    assert (result.verdict.rule, result.verdict.code, result.verdict.enhanced) == ("header-flood", "554", "5.6.0")
+
+
+def test_parse_errors_are_refused_by_default(default: Harness) -> None:
+    verdict = default.scan(deep_message()).verdict
+    assert (verdict.rule, verdict.code, verdict.enhanced) == ("parse-error", "554", "5.6.0")

@@ -136,6 +136,65 @@ def test_redirect_of_a_message_that_came_in_is_refused(stack: Stack) -> None:
     assert_refused(reply, OUTBOUND_REPLY)
 
 
+def test_list_copy_with_a_trace_inside_is_delivered(stack: Stack) -> None:
+    """Issue 14: a post carrying someone's Sieve trace; the list's copy to a gov subscriber."""
+    subject = unique("list-copy")
+    reply = stack.send(
+        "thaoluan-bounces+nguyenvana=bacninh.gov.vn@lists.example.org",
+        ["nguyenvana@bacninh.gov.vn"],
+        stored("ex-list-post-trace-mailman", subject),
+        source_ip=INTERNET_CLIENT,
+    )
+    assert reply.accepted, reply
+    delivered = stack.sink.find(subject).message
+    assert delivered["X-Sieve-Redirected-From"] == "someone@gmail.com"  # the post's trace, kept
+    assert delivered["X-Govmilter-Forwarding"] is None
+
+
+def test_list_copy_redirected_by_a_members_sieve_is_refused(stack: Stack) -> None:
+    """The list's own forward: a member mailbox's Sieve redirect above the list's fields."""
+    reply = stack.send(
+        "thaoluan-bounces+an=company-mail.vn@lists.example.org",
+        ["nguyenvana@bacninh.gov.vn"],
+        stored("in-list-copy-sieve-redirect", unique("list-fwd")),
+        source_ip=INTERNET_CLIENT,
+    )
+    assert_refused(reply, INBOUND_REPLY)
+
+
+def test_outbound_sieve_redirect_with_forged_list_id_is_refused(stack: Stack) -> None:
+    reply = stack.send(
+        "partner@example.com",
+        ["ban.cua.a@gmail.com"],
+        stored("out-sieve-redirect-forged-list-id", unique("forged-list")),
+        source_ip=TRUSTED_RELAY,
+    )
+    assert_refused(reply, OUTBOUND_REPLY)
+
+
+def test_outbound_report_label_from_a_user_is_refused(stack: Stack) -> None:
+    """Issue 14: multipart/report with a PDF and a Sieve trace, non-null sender: no exemption."""
+    reply = stack.send(
+        "nguyenvana@bacninh.gov.vn",
+        ["ban.cua.a@gmail.com"],
+        stored("out-report-label-sieve", unique("report-label")),
+        source_ip=TRUSTED_RELAY,
+    )
+    assert_refused(reply, OUTBOUND_REPLY)
+
+
+def test_real_null_sender_dsn_is_delivered(stack: Stack) -> None:
+    """A delivery report of our mailbox server (MAIL FROM:<>), and a bounce re-sent by forwarding."""
+    for name, rcpt in (
+        ("ex-dsn-relay", "partner@example.com"),
+        ("ex-null-sender-forwarded-dsn", "ban.cua.a@gmail.com"),
+    ):
+        subject = unique("dsn")
+        reply = stack.send("", [rcpt], stored(name, subject), source_ip=TRUSTED_RELAY)
+        assert reply.accepted, (name, reply)
+        assert stack.sink.find(subject).message["X-Govmilter-Forwarding"] is None
+
+
 def ruleset_version(stack: Stack) -> str:
     match = re.search(r'govmilter_ruleset_info\{version="([^"]+)"\} 1', stack.scrape())
     return match.group(1) if match else ""

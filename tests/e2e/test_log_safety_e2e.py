@@ -3,7 +3,9 @@
 Control characters in header fields reach govmilter through Postfix untouched; the
 decision and forwarding lines must replace them, and every line the daemon writes
 must be one record in its format (a formatting failure prints a multi-line
-"--- Logging error ---" block instead, which this test would see).
+"--- Logging error ---" block instead, which this test would see). A MAIL FROM
+that carries a whole forged record is one quoted value of the decision line, as
+a logfmt parser reads it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 
 from e2e.helpers import INTERNET_CLIENT, TRUSTED_RELAY, message, unique
+from logfmt_parse import parse_dict
 from stack import Stack, wait_until
 
 RECORD = re.compile(
@@ -44,3 +47,31 @@ def test_wire_control_characters_never_break_a_log_line(stack: Stack) -> None:
     for line in lines:
         assert RECORD.match(line), line
         assert not CONTROL.search(line), line
+
+
+DECISION_KEYS = ["queue_id", "client", "auth", "from", "rcpts", "action", "check", "rule", "reply", "ruleset", "size"]
+
+
+def test_a_mail_from_carrying_a_forged_record_is_one_quoted_value(stack: Stack) -> None:
+    log = stack.govmilter.log_path
+    start = log.stat().st_size
+    marker = unique("forged")
+    # a quoted local part is a valid address: Postfix accepts it and hands it to the milter as it came
+    sender = f'"{marker} action=accept check=- rule=- queue_id=FORGED client=10.0.0.1"@example.com'
+    reply = stack.send(sender, ["user@bacninh.gov.vn"], message(marker), source_ip=INTERNET_CLIENT)
+    assert reply.accepted, reply
+
+    def decision_line() -> str | None:
+        for line in log.read_bytes()[start:].decode("utf-8", "replace").splitlines():
+            if " govmilter.decision: " in line and marker in line:
+                return line
+        return None
+
+    wait_until(lambda: decision_line() is not None, 30, "the decision line")
+    line = decision_line()
+    assert line is not None
+    fields = parse_dict(line.split(" govmilter.decision: ", 1)[1])
+    assert list(fields) == [*DECISION_KEYS, "ms"]
+    assert fields["queue_id"] not in ("FORGED", "-") and fields["client"] == INTERNET_CLIENT
+    assert fields["action"] == "accept"
+    assert fields["from"] is not None and marker in fields["from"] and "queue_id=FORGED" in fields["from"]

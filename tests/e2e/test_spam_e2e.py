@@ -206,3 +206,94 @@ def test_rule_edited_while_mail_flows(stack: Stack, spam_rules: Path) -> None:
     assert f"{spam_rules}:{line}: live-broken: pattern is not a valid regular expression" in log
     assert "reload=failed" in log
     assert govmilter_main(["rules", "check", str(stack.rules_dir)]) == 1
+
+
+# ---- markings written to slip past the rules, and all the text (issue 14) ------------------------
+
+FILLER_LINE = "Bao cao tinh hinh su dung hop thu cong vu thang 3, mat khau doi dinh ky 90 ngay.\r\n"
+BIG_FILLER = FILLER_LINE * (1_572_864 // len(FILLER_LINE) + 1)  # a little over 1.5 MiB
+
+
+def outbound(data: bytes, stack: Stack) -> Reply:
+    return stack.send("a.nguyen@bacninh.gov.vn", ["partner@example.com"], data, source_ip=TRUSTED_RELAY)
+
+
+def with_attachment(subject: str, name: str, kind: str, payload: bytes) -> bytes:
+    encoded = base64.encodebytes(payload).decode().replace("\n", "\r\n")
+    return (
+        f"From: <a.nguyen@bacninh.gov.vn>\r\nTo: <partner@example.com>\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{unique()}@test.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n'
+        "Gui anh tai lieu.\r\n"
+        f'--b\r\nContent-Type: {kind}\r\nContent-Disposition: attachment; filename="{name}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--b--\r\n"
+    ).encode()
+
+
+def marking_docx() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    ns = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr(
+            "word/document.xml",
+            f"<w:document {ns}><w:body><w:p><w:r><w:t>Kế hoạch</w:t></w:r></w:p>"
+            "<w:p><w:r><w:t>TỐ</w:t></w:r><w:r><w:t>I MẬT</w:t></w:r></w:p></w:body></w:document>",
+        )
+    return buffer.getvalue()
+
+
+def marking_pdf() -> bytes:
+    from test_documents import MARKED_PDF
+
+    return MARKED_PDF
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Kem theo ke hoach TỐI\u00a0MẬT so 5.\r\n",
+        "Kem theo ke hoach ТỐІ МẬТ so 5.\r\n",  # Cyrillic Т, І, М
+        BIG_FILLER + "Kem theo ke hoach TUYỆT MẬT.\r\n",
+    ],
+    ids=["nbsp", "cyrillic", "after-1.5MiB"],
+)
+def test_outbound_marking_evasions_are_refused(stack: Stack, body: str) -> None:
+    data = message(unique("evasion"), body, mail_from="a.nguyen@bacninh.gov.vn", to="partner@example.com")
+    reply = outbound(data, stack)
+    assert (reply.stage, reply.code) == ("data", 550), reply
+    assert "Dieu 6.1" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "make"),
+    [("ke-hoach.docx", "application/octet-stream", marking_docx), ("van-ban.pdf", "application/pdf", marking_pdf)],
+    ids=["docx", "pdf"],
+)
+def test_outbound_marking_only_in_a_document_is_refused(stack: Stack, name: str, kind: str, make: object) -> None:
+    assert callable(make)
+    reply = outbound(with_attachment(unique("document"), name, kind, make()), stack)
+    assert (reply.stage, reply.code) == ("data", 550), reply
+    assert "Dieu 6.1" in reply.text
+
+
+def test_gtube_after_one_and_a_half_mebibytes_is_refused(stack: Stack) -> None:
+    data = message(unique("gtube-late"), BIG_FILLER + GTUBE + "\r\n")
+    reply = stack.send("sender@example.com", ["user@bacninh.gov.vn"], data, source_ip=INTERNET_CLIENT)
+    assert (reply.stage, reply.code) == ("data", 550), reply
+    assert "content/gtube" in reply.text
+
+
+def test_must_pass_sentences_are_delivered(stack: Stack) -> None:
+    from checks.test_content_evasions import MUST_PASS
+
+    marker = unique("must-pass")
+    body = "\r\n".join(MUST_PASS) + "\r\n"
+    data = message(encoded("HƯỚNG DẪN BẢO MẬT ") + " " + marker, body, mail_from="cntt@bacninh.gov.vn",
+                   to="partner@example.com")
+    reply = stack.send("cntt@bacninh.gov.vn", ["partner@example.com"], data, source_ip=TRUSTED_RELAY)
+    assert reply.accepted, reply
+    assert stack.sink.find(marker).message["X-Spam-Score"] == "0.0"

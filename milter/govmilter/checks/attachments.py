@@ -9,7 +9,13 @@ The officers' rule file (`kind = "attachments"`) lists rules of six kinds:
 - `double-extension`: a decoy extension before a dangerous one (`hoadon.pdf.exe`),
   and names that use Unicode direction controls to hide their real ending;
 - `archive-extension`: names inside a zip, read from its central directory;
-- `encrypted-archive`: a zip whose entries are encrypted (antivirus cannot look inside).
+- `encrypted-archive`: a zip whose entries are encrypted (antivirus cannot look inside);
+- `archive-bomb`: a zip that expands past `max_expanded` bytes, or holds an entry of
+  meaningful size (archive.RATIO_FLOOR) compressed more than `max_ratio` times, or whose
+  directory could not be read whole (`unreadable = true`, the default: its names and
+  sizes were not all seen, so neither this rule nor `archive-extension` could judge it).
+  All from the central directory: nothing is extracted, and the bomb is refused before
+  clamd is asked to unpack it.
 
 Every rule has an id, a description and `mode = "enforce" | "monitor"`. The
 check reads only the MIME walk's facts: nothing is decoded again here.
@@ -27,6 +33,7 @@ from typing import Any
 
 import magic
 
+from govmilter.checks.ruletables import ID_RE
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Part, Stage, Transaction, Verdict
@@ -45,6 +52,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "double-extension": ("extensions",),
     "archive-extension": ("extensions",),
     "encrypted-archive": (),
+    "archive-bomb": (),
 }
 _WORDS: dict[str, tuple[str, str]] = {
     "true-type": ("loai tep bi cam", "file type not allowed"),
@@ -53,8 +61,12 @@ _WORDS: dict[str, tuple[str, str]] = {
     "double-extension": ("ten tep gia mao phan mo rong", "file name disguises its extension"),
     "archive-extension": ("tep bi cam trong tep nen", "archive contains a file that is not allowed"),
     "encrypted-archive": ("tep nen co mat khau", "encrypted archive"),
+    "archive-bomb": ("tep nen bung ra qua lon (bom nen)", "archive expands too far (zip bomb)"),
 }
-_RULE_KEYS = frozenset({"id", "description", "mode", "match", "types", "extensions", "decoys"})
+_RULE_KEYS = frozenset(
+    {"id", "description", "mode", "match", "types", "extensions", "decoys", "max_expanded", "max_ratio", "unreadable"}
+)
+_BOMB_KEYS = frozenset({"max_expanded", "max_ratio", "unreadable"})
 _TOP_KEYS = frozenset({"kind", "rule"})
 
 # Unicode controls that reorder how a name is shown ("abc\u202efdp.exe" reads "abcexe.pdf")
@@ -72,6 +84,9 @@ class AttachmentRule:
     types: tuple[str, ...] = ()  # libmagic MIME types, shell patterns allowed ("application/x-*exec*")
     extensions: frozenset[str] = frozenset()
     decoys: frozenset[str] = frozenset()  # double-extension: the extensions used as a disguise
+    max_expanded: int = 0  # archive-bomb: bytes all entries expand to (0: no limit)
+    max_ratio: float = 0.0  # archive-bomb: compression ratio of one entry (0: no limit)
+    unreadable: bool = True  # archive-bomb: a directory that could not be read whole matches
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,10 @@ def _compile_one(
         problems.append(rule_file.problem("", "a rule without an id"))
         return None
     found = len(problems)
+    if not ID_RE.match(rule_id):
+        # ids are metric labels, header text and SMTP reply text, as in the other rule files
+        message = f"id = {rule_id!r}: expected letters, digits, '.', '_' or '-' (at most 64)"
+        problems.append(rule_file.problem(rule_id, message))
     if rule_id in seen:
         problems.append(rule_file.problem(rule_id, "duplicate rule id"))
     seen.add(rule_id)
@@ -133,6 +152,7 @@ def _compile_one(
     for key in _NEEDS[match]:
         if not lists[key]:
             problems.append(rule_file.problem(rule_id, f"match = {match!r} needs a non-empty {key} list"))
+    bomb = _bomb_limits(rule_file, rule_id, entry, match, problems)
     if len(problems) > found:
         return None
     return AttachmentRule(
@@ -143,7 +163,37 @@ def _compile_one(
         types=lists["types"],
         extensions=frozenset(e.lstrip(".") for e in lists["extensions"]),
         decoys=frozenset(e.lstrip(".") for e in lists["decoys"]),
+        max_expanded=bomb[0],
+        max_ratio=bomb[1],
+        unreadable=bomb[2],
     )
+
+
+def _bomb_limits(
+    rule_file: RuleFile, rule_id: str, entry: dict[str, Any], match: str, problems: list[RuleProblem]
+) -> tuple[int, float, bool]:
+    """max_expanded, max_ratio and unreadable of an archive-bomb rule (only there)."""
+    present = sorted(_BOMB_KEYS & set(entry))
+    if match != "archive-bomb":
+        for key in present:
+            problems.append(rule_file.problem(rule_id, f"{key} is only for match = 'archive-bomb'"))
+        return 0, 0.0, True
+    expanded = entry.get("max_expanded", 0)
+    if isinstance(expanded, bool) or not isinstance(expanded, int) or expanded < 0:
+        problems.append(rule_file.problem(rule_id, f"max_expanded = {expanded!r}: expected bytes, a whole number >= 0"))
+        expanded = 0
+    ratio = entry.get("max_ratio", 0)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0 or ratio != ratio:
+        problems.append(rule_file.problem(rule_id, f"max_ratio = {ratio!r}: expected a number >= 0"))
+        ratio = 0
+    unreadable = entry.get("unreadable", True)
+    if not isinstance(unreadable, bool):
+        problems.append(rule_file.problem(rule_id, f"unreadable = {unreadable!r}: expected true or false"))
+        unreadable = True
+    if not expanded and not ratio and not unreadable:
+        message = "match = 'archive-bomb' needs max_expanded, max_ratio or unreadable"
+        problems.append(rule_file.problem(rule_id, message))
+    return int(expanded), float(ratio), unreadable
 
 
 def normalize_name(filename: str) -> str:
@@ -228,6 +278,14 @@ def _matches(rule: AttachmentRule, subject: _Subject) -> str:
     elif rule.match == "encrypted-archive":
         if subject.part.archive_encrypted:
             return "encrypted archive"
+    elif rule.match == "archive-bomb":
+        part = subject.part
+        if rule.max_expanded and part.archive_expanded > rule.max_expanded:
+            return f"archive expands to {part.archive_expanded} bytes (> {rule.max_expanded})"
+        if rule.max_ratio and part.archive_ratio > rule.max_ratio:
+            return f"archive entry compressed {part.archive_ratio:.0f} times (> {rule.max_ratio:g})"
+        if rule.unreadable and part.archive_unreadable:
+            return f"archive directory not readable whole ({part.archive_unreadable})"
     return ""
 
 
@@ -257,7 +315,8 @@ class AttachmentsCheck:
 
 def _subjects(parts: Iterable[Part]) -> Iterable[_Subject]:
     for part in parts:
-        if part.is_attachment or part.filename:
+        # the body text of an attached message is no subject; its files are, counted or not
+        if part.is_attachment or part.filename or part.content_type not in ("text/plain", "text/html"):
             name = normalize_name(part.filename)
             yield _Subject(part, name, extensions_of(name))
 

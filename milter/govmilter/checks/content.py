@@ -1,31 +1,51 @@
 """The content check: officers' regular-expression rules, GTUBE and the spam score.
 
 Rules of kind "content" match a header, the decoded text of the body (HTML as
-the reader sees it) or attachment names, after NFC normalisation and, when a
-rule asks, with the diacritics removed. A rule either adds its score or, with
-`action = "reject"`, refuses the message with its own reply. The score of a
-message is the sum of every enforced hit so far, the dnsbl weights included:
-at `tag_threshold` the message gets X-Spam-Flag, at `reject_threshold` it is
-refused. Monitor-mode hits are listed and counted but never add to the score.
+the reader sees it), attachment names or the text of attached documents, after
+normalisation (textnorm: NFKC, invisible characters removed, look-alike letters
+read as Latin, spaced letters joined) and, when a rule asks, with the diacritics
+removed. A rule either adds its score or, with `action = "reject"`, refuses the
+message with its own reply. The score of a message is the sum of every enforced
+hit so far, the dnsbl weights included: at `tag_threshold` the message gets
+X-Spam-Flag, at `reject_threshold` it is refused. Monitor-mode hits are listed
+and counted but never add to the score.
+
+All the text is read, in bounded memory: each body part (and each document) is
+read in windows of WINDOW characters, normalised per window and matched with
+the last OVERLAP characters of the previous window in front, so a match that
+straddles a boundary is found when it is at most OVERLAP characters long (a
+longer body match may be missed across a window boundary). A rule fires at most
+once per message; reading stops as soon as every rule that could still fire has.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from govmilter import documents as docs
+from govmilter import mime
 from govmilter.checks.prefilter import Prefilter, fold
 from govmilter.checks.prefilter import build as build_prefilter
 from govmilter.checks.ruletables import Entry, entries
-from govmilter.checks.textnorm import decode_header_value, html_to_text, normalize, strip_diacritics
+from govmilter.checks.textnorm import (
+    HtmlText,
+    decode_header_value,
+    normalize,
+    normalize_pattern,
+    strip_diacritics,
+    windows,
+)
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.model import Action, Mode, Stage, Transaction, Verdict
+from govmilter.model import Action, Mode, Stage, TextPart, Transaction, Verdict
 from govmilter.rules import RuleErrors, RuleFile, RuleProblem
 
 RULE_KIND = "content"
-TARGETS = ("header", "body", "attachment-name")
+TARGETS = ("header", "body", "attachment-name", "document")
+STREAMED = frozenset({"body", "document"})  # read in windows, not held whole
 DIRECTIONS = ("any", "inbound", "outbound")
 RULE_KEYS = frozenset(
     {
@@ -48,13 +68,15 @@ GTUBE_SCORE = 1000.0
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 field name
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 REPORT_LIMIT = 900  # keep the added header within one line
+WINDOW = 65536  # characters of text read, normalised and matched at a time
+OVERLAP = 4096  # characters of the previous window matched again in front of the next
 
 
 @dataclass(frozen=True)
 class ContentRule:
     id: str
     description: str
-    target: str  # header | body | attachment-name
+    targets: tuple[str, ...]  # header | body | attachment-name | document
     headers: tuple[str, ...]  # lower-case field names, for target = header
     regex: re.Pattern[str]
     ignore_diacritics: bool
@@ -88,12 +110,12 @@ def compile_rules(files: Sequence[RuleFile]) -> ContentRules:
 
 
 def _compile_rule(entry: Entry) -> ContentRule | None:
-    target = entry.choice("target", TARGETS, "body")
+    targets = _targets(entry)
     headers = tuple(h.lower() for h in entry.strings("header"))
-    if target == "header" and not headers:
+    if "header" in targets and not headers:
         entry.problem("target = 'header' needs header = \"Subject\" (or a list of field names)")
-    elif target != "header" and headers:
-        entry.problem(f"header is only for target = 'header', not {target!r}", "header")
+    elif "header" not in targets and headers:
+        entry.problem(f"header is only for target = 'header', not {' '.join(targets)!r}", "header")
     for name in headers:
         if not _HEADER_NAME.match(name):
             entry.problem(f"header {name!r} is not a header field name", "header")
@@ -110,7 +132,7 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
     description = entry.text("description")
     if not source:
         return None
-    pattern = normalize(source)
+    pattern = normalize_pattern(source)
     if ignore_diacritics:
         pattern = strip_diacritics(pattern)
     try:
@@ -124,7 +146,7 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
     return ContentRule(
         id=entry.id,
         description=description,
-        target=target,
+        targets=targets,
         headers=headers,
         regex=regex,
         ignore_diacritics=ignore_diacritics,
@@ -137,8 +159,22 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
     )
 
 
+def _targets(entry: Entry) -> tuple[str, ...]:
+    """`target` is one name or a list of names (default body)."""
+    value = entry.data.get("target", "body")
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        entry.problem(f"target = {value!r}: expected one of {', '.join(TARGETS)} or a list of them", "target")
+        return ("body",)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        entry.problem(f"target = {value!r}: expected one of {', '.join(TARGETS)} or a list of them", "target")
+        return ("body",)
+    return tuple(dict.fromkeys(names))
+
+
 class _Texts:
-    """The message as rules see it, prepared once per message and per variant."""
+    """Headers and attachment names as rules see them, prepared once per message and variant."""
 
     def __init__(self, tx: Transaction):
         self.tx = tx
@@ -165,15 +201,84 @@ class _Texts:
     def _raw(self, target: str, header: str) -> list[str]:
         if target == "header":
             return [decode_header_value(v) for v in self.tx.header(header)]
-        facts = self.tx.facts()
-        if target == "body":
-            return [html_to_text(p.text) if p.content_type == "text/html" else p.text for p in facts.texts]
         names: list[str] = []
-        for part in facts.parts:
+        for part in self.tx.facts().parts:
             if part.filename:
                 names.append(part.filename)
             names.extend(part.archive_names)
         return names
+
+
+@dataclass(frozen=True)
+class Found:
+    target: str
+    matched: str
+
+
+class _Stream:
+    """Rules matched over texts read window by window; each rule fires once, at its first match."""
+
+    def __init__(self, rules: Sequence[ContentRule], target: str, gtube: bool = False):
+        self.pending = list(rules)
+        self.target = target
+        self.gtube = gtube
+        self.found: dict[str, Found] = {}
+        self.gtube_found = False
+
+    @property
+    def done(self) -> bool:
+        return not self.pending and not self.gtube
+
+    def read(self, pieces: Iterable[str]) -> None:
+        """One text (a part or a document), given in pieces; the overlap runs within it only."""
+        carry = ""  # the last OVERLAP characters of the previous normalised window
+        raw_tail = ""  # the last characters of the previous raw window (GTUBE is matched as sent)
+        for raw in windows(pieces, WINDOW):
+            if self.gtube:
+                if GTUBE in raw_tail + raw:
+                    self.gtube_found = True
+                    self.gtube = False
+                raw_tail = raw[-(len(GTUBE) - 1) :]
+            if self.pending:
+                text = carry + normalize(raw)
+                self._match(text)
+                carry = text[-OVERLAP:]
+            if self.done:
+                return
+
+    def _match(self, text: str) -> None:
+        variants: dict[bool, str] = {}
+        folded: dict[bool, str] = {}
+        fired = []
+        for rule in self.pending:
+            bare = rule.ignore_diacritics
+            if bare not in variants:
+                variants[bare] = strip_diacritics(text) if bare else text
+            variant = variants[bare]
+            if rule.prefilter is not None:
+                if bare not in folded:
+                    folded[bare] = fold(variant)
+                if not rule.prefilter.may_match(variant, folded[bare]):
+                    continue
+            match = rule.regex.search(variant)
+            if match:
+                self.found[rule.id] = Found(self.target, match.group(0))
+                fired.append(rule)
+        if fired:
+            self.pending = [r for r in self.pending if r not in fired]
+
+
+def _body_pieces(part: TextPart) -> Iterator[str]:
+    """A body part's text as the reader sees it, in pieces (HTML through the incremental reader)."""
+    if part.content_type != "text/html":
+        yield from part.pieces(WINDOW)
+        return
+    reader = HtmlText()
+    for piece in part.pieces(WINDOW):
+        text = reader.feed(piece)
+        if text:
+            yield text
+    yield reader.close()
 
 
 class ContentCheck:
@@ -188,18 +293,45 @@ class ContentCheck:
         self.enhanced = settings.reply_enhanced
         self.gtube = settings.gtube
         self.metrics = metrics
+        self.budget = docs.Budget(
+            max_bytes=settings.document_max_bytes,
+            max_count=settings.document_max_count,
+            seconds=settings.document_seconds,
+            memory=settings.document_memory,
+        )
+        self.unreadable_mode = Mode.ENFORCE if settings.document_unreadable == "reject" else Mode.MONITOR
+        self.spool_dir = config.milter.spool_dir
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         rules = tx.ruleset.get(RULE_KIND)
-        texts = _Texts(tx)
+        applying: list[ContentRule] = []
+        if isinstance(rules, ContentRules):
+            internal = tx.envelope.internal
+            applying = [rule for rule in rules.rules if rule.applies(internal)]
+        body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube)
+        if not body.done:
+            for part in tx.facts().texts:
+                body.read(_body_pieces(part))
+                if body.done:
+                    break
         found: list[Verdict | None] = []
-        if self.gtube and any(GTUBE in t for t in texts.get("body", "", False)):
+        if body.gtube_found:
             found.append(
                 Verdict(Action.CONTINUE, "content", rule="gtube", score=GTUBE_SCORE, reason="GTUBE test string")
             )
-        if isinstance(rules, ContentRules):
-            internal = tx.envelope.internal
-            found.extend(self._fire(rule, texts) for rule in rules.rules if rule.applies(internal))
+        document_rules = [r for r in applying if "document" in r.targets and r.id not in body.found]
+        unreadable: list[Verdict] = []
+        document = _Stream(document_rules, "document")
+        if document_rules:
+            unreadable = self._read_documents(tx, document)
+        texts = _Texts(tx)
+        for rule in applying:
+            hit = body.found.get(rule.id) or document.found.get(rule.id)
+            if hit is not None:
+                found.append(self._verdict(rule, hit.target, "", hit.matched))
+            else:
+                found.append(self._fire(rule, texts))
+        found.extend(unreadable)
         hits = [v for v in found if v is not None]
         refusals = [v for v in hits if v.refuses]
         if refusals:
@@ -208,20 +340,82 @@ class ContentCheck:
         return [*hits, self._score(tx.hits + hits)]
 
     def _fire(self, rule: ContentRule, texts: _Texts) -> Verdict | None:
-        headers = rule.headers or ("",)
-        for header in headers:
-            candidates = texts.get(rule.target, header, rule.ignore_diacritics)
-            if rule.prefilter is not None:
-                folded = texts.folded(rule.target, header, rule.ignore_diacritics)
-                candidates = tuple(t for t, f in zip(candidates, folded, strict=True) if rule.prefilter.may_match(t, f))
-            for text in candidates:
-                match = rule.regex.search(text)
-                if match:
-                    return self._verdict(rule, header, match.group(0))
+        for target in rule.targets:
+            if target in STREAMED:
+                continue
+            for header in rule.headers if target == "header" else ("",):
+                candidates = texts.get(target, header, rule.ignore_diacritics)
+                if rule.prefilter is not None:
+                    folded = texts.folded(target, header, rule.ignore_diacritics)
+                    candidates = tuple(
+                        t for t, f in zip(candidates, folded, strict=True) if rule.prefilter.may_match(t, f)
+                    )
+                for text in candidates:
+                    match = rule.regex.search(text)
+                    if match:
+                        return self._verdict(rule, target, header, match.group(0))
         return None
 
-    def _verdict(self, rule: ContentRule, header: str, matched: str) -> Verdict:
-        where = f"{rule.target} {header}" if header else rule.target
+    # ---- attached documents ----------------------------------------------------------------
+
+    def _read_documents(self, tx: Transaction, stream: _Stream) -> list[Verdict]:
+        """Match the documents' text; the verdicts of the documents that could not be read."""
+        found = docs.documents(tx.facts().parts)
+        if not found:
+            return []
+        problems: list[tuple[docs.Document, str]] = []
+        wanted: list[docs.Document] = []
+        for document in found:
+            if len(wanted) >= self.budget.max_count:
+                problems.append((document, "too-many-documents"))
+            elif document.size > self.budget.max_bytes:
+                problems.append((document, "too-large"))
+            elif document.kind == "encrypted-ooxml":
+                problems.append((document, "encrypted"))
+            else:
+                wanted.append(document)
+        # the spool directory when it exists (the daemon's), else the system's temporary directory
+        spool = self.spool_dir if self.spool_dir and os.path.isdir(self.spool_dir) else None
+        if wanted:
+            files = mime.extract(tx.raw_chunks(), [d.path for d in wanted], self.budget.max_bytes, spool)
+            try:
+                for document in wanted:
+                    if stream.done:
+                        break
+                    extracted = files.get(document.path)
+                    if extracted is None:
+                        problems.append((document, "not-found"))
+                        continue
+                    if extracted.truncated:
+                        problems.append((document, "too-large"))
+                        continue
+                    try:
+                        stream.read(docs.read_text(document, extracted.file, self.budget, spool))
+                    except docs.Unreadable as exc:
+                        problems.append((document, str(exc)))
+            finally:
+                for extracted in files.values():
+                    extracted.file.close()
+        return [self._unreadable(document, reason) for document, reason in problems]
+
+    def _unreadable(self, document: docs.Document, reason: str) -> Verdict:
+        name = _excerpt(document.name or document.path, 80)
+        return Verdict(
+            Action.REJECT,
+            "content",
+            rule="document-unreadable",
+            code=self.code,
+            enhanced=self.enhanced,
+            text=(
+                "Khong doc duoc noi dung tep dinh kem de kiem tra dau mat (QD 06/2022 Bac Ninh Dieu 6.1)"
+                " - an attached document could not be read to check it for state-secret markings"
+            ),
+            mode=self.unreadable_mode,
+            reason=f"document {document.path} {document.kind} {name!r}: {reason}",
+        )
+
+    def _verdict(self, rule: ContentRule, target: str, header: str, matched: str) -> Verdict:
+        where = f"{target} {header}" if header else target
         reason = f"{where} matched {_excerpt(matched)!r}"
         if rule.action == "score":
             return Verdict(Action.CONTINUE, "content", rule=rule.id, mode=rule.mode, score=rule.score, reason=reason)
@@ -277,11 +471,9 @@ class ContentCheck:
         return Verdict(Action.CONTINUE, "content", reason=f"score {total:.1f}", headers=tuple(headers))
 
     def _report(self, total: float, scored: Sequence[Verdict]) -> str:
-        items = [
-            f"{h.check}/{h.rule}={h.score:g}" + ("(monitor)" if h.mode is Mode.MONITOR else "") for h in scored
-        ]
-        report = (
-            f"score={total:.1f} tag={self.tag_threshold:g} reject={self.reject_threshold:g} rules: " + " ".join(items)
+        items = [f"{h.check}/{h.rule}={h.score:g}" + ("(monitor)" if h.mode is Mode.MONITOR else "") for h in scored]
+        report = f"score={total:.1f} tag={self.tag_threshold:g} reject={self.reject_threshold:g} rules: " + " ".join(
+            items
         )
         return report if len(report) <= REPORT_LIMIT else report[: REPORT_LIMIT - 3] + "..."
 

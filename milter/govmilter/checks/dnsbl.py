@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from govmilter.checks.ruletables import entries
+from govmilter.checks.textnorm import windows
 from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
 from govmilter.config import Config
 from govmilter.domains import Domains, is_under, normalize_domain
@@ -173,32 +174,50 @@ def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
     return any(is_under(domain, suffix) for suffix in suffixes)
 
 
+LINK_WINDOW = 65536  # characters of text searched for links at a time
+
+
 def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[str]:
-    """The names to ask about the links in the texts, first seen first, without ours.
+    """The names to ask about the links in the texts, first seen first, without ours."""
+    return streamed_link_domains(([text] for text in texts), skip, limit)
+
+
+def streamed_link_domains(parts: Iterable[Iterable[str]], skip: Sequence[str], limit: int) -> list[str]:
+    """The names to ask about the links in texts given as pieces (TextPart.pieces), at most `limit`.
 
     Lists hold registered domains (`example.com.vn`) and some host names below
     them, so both are asked: the registered domain first, then the host
-    without a leading `www.` when that is a different name.
+    without a leading `www.` when that is a different name. Every part is read,
+    in windows of LINK_WINDOW characters cut at white space (no link and no
+    entity holds any), until `limit` names are found: memory is one window.
     """
     found: dict[str, None] = {}
-    for text in texts:
-        for match in url_hosts(html.unescape(text)):
-            host = match.group(1)
-            if match.group(0)[:4].lower() == "www.":
-                host = "www." + host
-            domain = normal_domain(host)
-            if domain is None or _is_ip(domain):
-                continue
-            base = registered_domain(domain)
-            if is_ours(domain, skip) or is_ours(base, skip):
-                continue
-            for name in (base, domain.removeprefix("www.")):
-                if "." not in name:
-                    continue
-                found.setdefault(name)
-                if len(found) >= limit:
-                    return list(found)
+    for pieces in parts:
+        for text in windows(pieces, LINK_WINDOW):
+            if _add_links(text, skip, limit, found):
+                return list(found)
     return list(found)
+
+
+def _add_links(text: str, skip: Sequence[str], limit: int, found: dict[str, None]) -> bool:
+    """Add the text's link names to `found`; True when the limit is reached."""
+    for match in url_hosts(html.unescape(text)):
+        host = match.group(1)
+        if match.group(0)[:4].lower() == "www.":
+            host = "www." + host
+        domain = normal_domain(host)
+        if domain is None or _is_ip(domain):
+            continue
+        base = registered_domain(domain)
+        if is_ours(domain, skip) or is_ours(base, skip):
+            continue
+        for name in (base, domain.removeprefix("www.")):
+            if "." not in name:
+                continue
+            found.setdefault(name)
+            if len(found) >= limit:
+                return True
+    return False
 
 
 def url_hosts(text: str) -> Iterator[re.Match[str]]:
@@ -284,8 +303,8 @@ class DnsblCheck:
             zones = rules.of_type("uribl")
             if not zones:
                 return []
-            texts = [part.text for part in tx.facts().texts]
-            domains = link_domains(texts, self.own_domains, self.max_uri_domains)
+            parts = (part.pieces(LINK_WINDOW) for part in tx.facts().texts)
+            domains = streamed_link_domains(parts, self.own_domains, self.max_uri_domains)
             queries = [Query(z, d, f"{d}.{z.zone}") for z in zones for d in domains]
         if not queries:
             return []

@@ -10,6 +10,55 @@ inferences decide; weaker evidence only scores, and a rule-file threshold of
 accumulated score decides too. Inbound Message-IDs are remembered when the
 message is accepted, to recognise redirects that leave no header.
 
+What exempts, and what it rests on (a sender can write any header line; only the
+envelope, the connection and the gateway's own memory are not his to choose):
+
+- The null sender (MAIL FROM:<>) exempts the whole message: `dsn` when it is a
+  multipart/report, `null-sender` otherwise. Delivery reports and automatic replies
+  are sent so (RFC 3464, RFC 3834); the forwarders we know keep the sender they
+  were given and never choose <>. A multipart/report from a non-null sender is
+  judged like any other message: its Content-Type is a label.
+- An automatic reply (Auto-Submitted: auto-replied or auto-notified) exempts only
+  a mailbox's own filter header on its own reply or notification: an
+  X-Zimbra-Forwarded, Exchange rules loop or Delivered-To trace that names the
+  header From. A forward keeps the original author's From, and a Sieve redirect,
+  X-Forwarded-*, the envelope and the inferences are never on an auto-reply: with
+  them the label excuses nothing. (MAIL FROM is not the author: Pigeonhole can
+  send a redirect with the redirecting mailbox as MAIL FROM.)
+- A list copy: traces carried inside a list's mail describe the post's way to the
+  list, not the list's delivery to us, and do not refuse it. The list's own traces
+  still decide. Precisely (forwardtraces.ListCopy): list mail is a message from a
+  list server's envelope sender (`x-bounces[+verp]@`, `owner-x@`, `x-owner@`,
+  `x-request@`, `x-return-...@`, `x+bounces-...@`, `x+bnc...@`, `bounce(s)-...@`,
+  BATV-signed or not) or, inbound only, one with a list field (List-Id, List-Post,
+  List-Help, List-(Un)Subscribe, List-Owner, List-Archive, X-Mailman-Version,
+  X-BeenThere, Mailing-List, Precedence: list/bulk). Its boundary is the topmost
+  field that came with the post or that the list wrote when it took it: a list
+  field (inbound only), an originator field of the post (From, To, Subject, Date,
+  Message-ID), a Delivered-To / X-Original-To of the list's address, a Received
+  line `for` the list's address, or (inbound, an outside list) a Received line `by`
+  a host of the list's envelope domain. The list's own traces are:
+  * the envelope: SRS, Exchange SRS, Gmail +caf_ in MAIL FROM (the last hop wrote it);
+  * the transaction: the relay inference;
+  * header traces above the boundary (fields are prepended on the way: they came
+    after the list), unless they name the list itself (the list server delivering to
+    its own list address).
+  Traces at or below the boundary, and the Message-ID memory (the poster wrote the
+  Message-ID and the list keeps it), do not count; list mail is not scored.
+  A poster forges anchors only inside his post, below the real ones: the topmost
+  anchor wins, so he cannot lift his trace above it. A List-Id never exempts a
+  message whose envelope is a forward, and outbound a list copy is only one an
+  unauthenticated relay sends with a list sender of a local domain (our own list
+  server), whose list fields (appended below the post) place no boundary: a government
+  mailbox's redirect through the relay with a forged List-Id stays refused, and a
+  Sieve redirect of real list mail writes its trace above every list field.
+- BATV (prvs=) is a signature, never a forward and never an exemption: the address
+  inside it is used where the sender counts.
+- An authenticated submission with no deciding trace (`authenticated-new`): SMTP
+  AUTH is the connection's, not a header. It only keeps weak evidence (Resent-*,
+  an old Received for) from adding up; a decisive trace or the Message-ID memory
+  still decides.
+
 It reads only the envelope and the header fields, but decides at the end of
 the message, first of the checks there (before clamd): deciding at the end of
 the headers cost an extra round trip with Postfix on every message, and the
@@ -29,14 +78,19 @@ from govmilter.config import Config
 from govmilter.decision import clean
 from govmilter.domains import DomainClass, Domains
 from govmilter.forwardtraces import (
+    HeaderIndex,
+    ListCopy,
     Strength,
     Trace,
+    authored_by,
+    auto_replied,
     delivered_to_traces,
     envelope_rewrite,
     envelope_traces,
     exemption,
     header_from,
     header_traces,
+    list_copy,
     message_id,
     received_for_traces,
     weak_traces,
@@ -52,14 +106,8 @@ HEADER = "X-Govmilter-Forwarding"
 OUTBOUND = "outbound"
 INBOUND = "inbound"
 
-# Traces a forwarder writes itself: they still decide on mailing-list mail (a list
-# message redirected by a person's filter is still that person's automatic forward).
-EXPLICIT = frozenset(
-    {"sieve-redirect", "zimbra-forwarded", "exchange-rules-loop", "exchange-autoforwarded", "gmail-forwarded"}
-    | {"srs", "exchange-srs", "gmail-caf"}
-)
-# Kinds of mail that are never a forward, whatever traces they carry.
-NOT_FORWARDS = frozenset({"null-sender", "dsn", "auto-reply"})
+# The Message-ID is the poster's and a list keeps it: on list mail the memory says nothing.
+CARRIED_BY_LISTS = frozenset({"message-id-memory"})
 
 
 @dataclass(frozen=True)
@@ -114,10 +162,10 @@ class ForwardingCheck:
 
     # --- the traces -----------------------------------------------------------------------
 
-    def inferred(self, direction: str, tx: Transaction) -> list[Trace]:
+    def inferred(self, direction: str, tx: Transaction, fields: HeaderIndex) -> list[Trace]:
         """Forwards that leave no header: account forwarding through our relay, and redirects."""
         env = tx.envelope
-        found = delivered_to_traces(tx.headers, env.rcpts)
+        found = delivered_to_traces(fields, env.rcpts)
         if direction != OUTBOUND:
             return found
         rewrite = envelope_rewrite(env.mail_from)
@@ -131,7 +179,7 @@ class ForwardingCheck:
                     f"unauthenticated relay {env.client_ip} with MAIL FROM {env.mail_from}",
                 )
             )
-        mid = message_id(tx.headers)
+        mid = message_id(fields)
         if mid:
             mailbox = self.memory.recall(mid)
             if mailbox:
@@ -140,42 +188,83 @@ class ForwardingCheck:
                 )
         return found
 
+    def list_copy(self, direction: str, env: Envelope, fields: HeaderIndex) -> ListCopy | None:
+        """The list copy this message is (see the module docstring), or None.
+
+        Outbound only our own list server sends list copies: an unauthenticated relay with a
+        list sender of a local domain; list fields neither make list mail nor place the
+        boundary there. Inbound a list field is enough, and a Received line by a host of an
+        outside list's envelope domain anchors the boundary too.
+        """
+        if direction == OUTBOUND:
+            if env.auth_user:
+                return None
+            found = list_copy(env.mail_from, fields, inbound=False, by_host=False)
+            if found is None or found.sender is None or not self.domains.is_local(found.sender.domain):
+                return None
+            return found
+        by_host = bool(env.mail_from) and not self.domains.is_local(env.mail_from)
+        return list_copy(env.mail_from, fields, inbound=True, by_host=by_host)
+
+    @staticmethod
+    def discounted(trace: Trace, listed: ListCopy | None, authors: tuple[str, ...]) -> str:
+        """Why a trace is not this message's forward ("" when it counts): see the module docstring."""
+        if authors and authored_by(trace, authors):
+            return "auto-reply"
+        if listed is not None:
+            if trace.name in CARRIED_BY_LISTS:
+                return "mailing-list"
+            if trace.position >= 0 and (listed.carried_inside(trace) or listed.own_delivery(trace)):
+                return "mailing-list"
+        return ""
+
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         env = tx.envelope
         direction, targets = self.direction(env)
         if not direction:
             return []
         rules: ForwardingRules = tx.ruleset.get(RULE_KIND) or DEFAULT_RULES
-        exempt = exemption(env.mail_from, tx.headers)
-        traces = header_traces(tx.headers, env.mail_from, env.trusted_relay) + envelope_traces(env.mail_from)
-        traces += self.inferred(direction, tx)
-
+        fields = HeaderIndex(tx.headers)
+        traces = header_traces(fields, env.mail_from, env.trusted_relay) + envelope_traces(env.mail_from)
+        traces += self.inferred(direction, tx, fields)
         crossing = [
             Finding(direction, t, cls, targets)
             for t in traces
             if t.strength.decides and self.crosses(direction, cls := self.forwarder_class(direction, t))
         ]
-        if exempt in NOT_FORWARDS:
-            deciding = []
-        elif exempt:  # a mailing list: only what a forwarder wrote itself counts
-            deciding = [f for f in crossing if f.trace.name in EXPLICIT]
-        else:
-            deciding = crossing
-        if not deciding and env.auth_user and direction == OUTBOUND:
-            exempt = exempt or "authenticated-new"
+        whole = exemption(env.mail_from, fields)
+        if whole:  # the null sender: nothing in it is judged, nothing is scored
+            return [self._exempt_hit(whole, crossing[0])] if crossing else []
 
-        scored = self._scored(direction, tx, traces, rules)
+        listed = self.list_copy(direction, env, fields)
+        authors: tuple[str, ...] = ()
+        if auto_replied(fields):
+            author = header_from(fields)
+            authors = (author,) if author else ()
+        deciding: list[Finding] = []
+        dropped: list[tuple[str, Finding]] = []
+        for finding in crossing:
+            why = self.discounted(finding.trace, listed, authors)
+            if why:
+                dropped.append((why, finding))
+            else:
+                deciding.append(finding)
+
+        scored = self._scored(direction, tx, fields, traces, rules, authors)
         by_score = self._score_finding(direction, scored, rules, targets)
+        # list mail is not scored, nor a person's own authenticated submission with no deciding trace
+        quiet = listed is not None or (not deciding and bool(env.auth_user) and direction == OUTBOUND)
         hits: list[Verdict] = []
-        if exempt:
-            # say which exemption kept a finding from deciding; exempt mail is not scored
-            skipped: Finding | None = None
+        if quiet:
             if not deciding:
-                skipped = crossing[0] if crossing else by_score
-            if skipped is not None:
-                hits.append(self._exempt_hit(exempt, skipped))
+                skipped = dropped[0][1] if dropped else (crossing[0] if crossing else by_score)
+                why = dropped[0][0] if dropped else ("mailing-list" if listed is not None else "authenticated-new")
+                if skipped is not None:
+                    hits.append(self._exempt_hit(why, skipped))
             by_score = None
         else:
+            if dropped and not deciding:
+                hits.append(self._exempt_hit(dropped[0][0], dropped[0][1]))
             # the weight stays out of Verdict.score: the content check adds every hit's score to
             # the spam score, and forwarding evidence is not spam evidence
             hits.extend(
@@ -212,14 +301,22 @@ class ForwardingCheck:
         return Finding(direction, trace, cls, targets) if self.crosses(direction, cls) else None
 
     def _scored(
-        self, direction: str, tx: Transaction, traces: list[Trace], rules: ForwardingRules
+        self,
+        direction: str,
+        tx: Transaction,
+        fields: HeaderIndex,
+        traces: list[Trace],
+        rules: ForwardingRules,
+        authors: tuple[str, ...],
     ) -> list[tuple[Trace, float]]:
         """Evidence below INFERENCE, with its weight; a mailbox it names must be on the forbidden side."""
         evidence = [t for t in traces if not t.strength.decides]
-        evidence += received_for_traces(tx.headers, tx.envelope.rcpts) + weak_traces(tx.headers)
+        evidence += received_for_traces(fields, tx.envelope.rcpts) + weak_traces(fields)
         scored = []
         for trace in evidence:
             if trace.forwarder and not self.crosses(direction, self.domains.classify(trace.forwarder)):
+                continue
+            if authors and authored_by(trace, authors):
                 continue
             weight = rules.scores.get(trace.name, 0.0)
             if weight > 0:

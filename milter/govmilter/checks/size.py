@@ -3,9 +3,25 @@
 Early answers save bandwidth: a SIZE= declared at MAIL FROM above the raw
 ceiling is refused there, and a body whose raw size passes the ceiling is
 refused at that chunk, before the rest is read. At end of message the MIME
-walk's decoded attachment bytes are held against the cap itself. A walk that
-a limit cut short (thousands of parts, deep nesting, a huge header) gets the
-configured parse_error_action, never an exception.
+walk's decoded attachment bytes are held against the cap itself (what counts
+is defined in govmilter.mime: everything but the message's own body text).
+
+Two policies answer what the walk could not judge plainly:
+
+- parse_error_action, for a walk that a limit cut short (more than
+  Limits.max_parts parts, nesting past max_depth, an entity header past
+  max_header). The bytes past a limit are still counted toward the cap (as
+  parts, or as one raw file), but they are not typed: an .exe as part 1 001
+  would escape the attachment-type rules. The default is therefore "reject"
+  (554 5.6.0): no real mail comes near these limits, and "accept" would turn a
+  limit into a way around the policy. "accept" records a monitor hit (logged,
+  counted, tagged): never a silent pass.
+- malformed_action, for ambiguous structure: a part or the message carrying
+  two Content-Type, Content-Transfer-Encoding or Content-Disposition fields
+  that read differently (one rule per field: duplicate-content-type, ...),
+  which clients resolve differently so that the checks may judge another
+  message than the reader sees; and a header flood (Transaction.headers_truncated:
+  more fields than the checks are given), rule header-flood. Default "reject".
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ from collections.abc import Sequence
 
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.mime import LIMIT_DEFECTS
+from govmilter.mime import AMBIGUOUS_DEFECTS, LIMIT_DEFECTS
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 
 HEADER_ALLOWANCE = 2 * 1024 * 1024  # headers and text parts beside the attachments
@@ -97,14 +113,73 @@ def parse_error(action: str, defects: Sequence[str]) -> Verdict:
     return Verdict(Action.CONTINUE, "size", rule="parse-error", mode=Mode.MONITOR, reason=reason)
 
 
+_MALFORMED_WORDS = {
+    "duplicate-content-type": ("hai truong Content-Type khac nhau", "two different Content-Type fields"),
+    "duplicate-content-transfer-encoding": (
+        "hai truong Content-Transfer-Encoding khac nhau",
+        "two different Content-Transfer-Encoding fields",
+    ),
+    "duplicate-content-disposition": (
+        "hai truong Content-Disposition khac nhau",
+        "two different Content-Disposition fields",
+    ),
+    "duplicate-parameter": (
+        "mot tham so MIME co hai gia tri khac nhau",
+        "a MIME parameter given twice with different values",
+    ),
+    "header-flood": ("qua nhieu truong tieu de", "too many header fields"),
+}
+
+
+def malformed(action: str, defect: str) -> Verdict:
+    """The configured answer to ambiguous structure or a header flood; the rule is the defect."""
+    words_vi, words_en = _MALFORMED_WORDS.get(defect, ("cau truc khong ro rang", "ambiguous structure"))
+    reason = f"malformed message: {defect}"
+    if action == "tempfail":
+        return Verdict(
+            Action.TEMPFAIL,
+            "size",
+            rule=defect,
+            code="451",
+            enhanced="4.6.0",
+            text=(
+                f"Thu co cau truc khong hop le ({words_vi}), vui long gui lai sau"
+                f" - malformed message ({words_en}), try again later"
+            ),
+            reason=reason,
+        )
+    if action == "reject":
+        return Verdict(
+            Action.REJECT,
+            "size",
+            rule=defect,
+            code="554",
+            enhanced="5.6.0",
+            text=(
+                f"Thu co cau truc khong hop le: {words_vi}, cac chuong trinh doc thu hieu khac nhau"
+                f" - malformed message: {words_en}, which mail programs read differently"
+            ),
+            reason=reason,
+        )
+    return Verdict(Action.CONTINUE, "size", rule=defect, mode=Mode.MONITOR, reason=reason)
+
+
 class SizeCheck:
     name = "size"
     stages = frozenset({Stage.MAIL, Stage.BODY, Stage.EOM})
 
-    def __init__(self, attachment_limit: int, raw_ceiling: int, parse_error_action: str, metrics: Metrics):
+    def __init__(
+        self,
+        attachment_limit: int,
+        raw_ceiling: int,
+        parse_error_action: str,
+        metrics: Metrics,
+        malformed_action: str = "reject",
+    ):
         self.attachment_limit = attachment_limit
         self.raw_ceiling = raw_ceiling
         self.parse_error_action = parse_error_action
+        self.malformed_action = malformed_action
         self.metrics = metrics
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
@@ -126,10 +201,18 @@ class SizeCheck:
             self.metrics.mime_defects.labels(defect=defect).inc()
         if facts.attachment_bytes > self.attachment_limit:
             return [over_cap(self.attachment_limit, facts.attachment_bytes)]
+        found: list[Verdict] = []
+        flooded = getattr(tx, "headers_truncated", False) or bool(tx.scratch.get("headers_truncated"))
+        ambiguous = [d for d in facts.defects if d in AMBIGUOUS_DEFECTS]
+        for defect in (["header-flood"] if flooded else []) + ambiguous:
+            verdict = malformed(self.malformed_action, defect)
+            if verdict.refuses:
+                return [*found, verdict]
+            found.append(verdict)
         stopped = [d for d in facts.defects if d in LIMIT_DEFECTS]
         if stopped:
-            return [parse_error(self.parse_error_action, stopped)]
-        return []
+            found.append(parse_error(self.parse_error_action, stopped))
+        return found
 
 
 def build(config: Config, metrics: Metrics) -> SizeCheck:
@@ -139,4 +222,5 @@ def build(config: Config, metrics: Metrics) -> SizeCheck:
         config.size.raw_ceiling or derived_raw_ceiling(limit),
         config.size.parse_error_action,
         metrics,
+        config.size.malformed_action,
     )

@@ -1,0 +1,1 @@
+"""The adversarial corpus of issue 14, generated at test time (see generate.py)."""
