@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -143,6 +144,22 @@ def inject(port: int, messages: int, sessions: int, length: int, sender: str, rc
     return time.perf_counter() - started
 
 
+def baseline_govmilter(tree: Path, root: Path, settings: Callable[..., dict[str, str]]) -> Govmilter:
+    """The every-copy govmilter of another source tree, with that tree's rules and example config."""
+    tree = tree.resolve()
+    values = settings(f"unix:{root / 'milter'}/b.sock", ("antivirus.cache_ttl", "0"))
+    values["rules.dir"] = f'"{tree / "rules"}"'
+    baseline = Govmilter(root / "govmilter-baseline", values)
+    baseline.root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tree / "config.example.toml", baseline.root / "govmilter.toml")
+    starter = (
+        f"import sys; sys.path.insert(0, {str(tree / 'milter')!r});"
+        " from govmilter.__main__ import main; sys.exit(main())"
+    )
+    baseline.entry = [sys.executable, "-c", starter]
+    return baseline
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
@@ -152,6 +169,12 @@ def main() -> int:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
     parser.add_argument("--perf", help="perf record the whole machine during round 1 of each variant into this folder")
+    parser.add_argument(
+        "--baseline", metavar="DIR",
+        help="also run the 'baseline every copy' variant: the govmilter of another source tree (an earlier"
+             " commit, `git archive REV | tar -x -C DIR`) with its own rules and example config, interleaved"
+             " with the others, so that a change is measured against what it changes in one run",
+    )  # fmt: skip
     parser.add_argument(
         "--only", action="append", metavar="VARIANT",
         help="run only these variants (repeatable), e.g. --only 'govmilter unix' --only 'govmilter inet'",
@@ -191,6 +214,7 @@ def main() -> int:
         root / "govmilter-every-copy", settings(f"unix:{milter_dir}/c.sock", ("antivirus.cache_ttl", "0"))
     )
     postfix = Postfix(root / "postfix", smtp_port, sink_port, "")
+    govmilter_baseline = baseline_govmilter(Path(args.baseline), root, settings) if args.baseline else None
     variants: dict[str, tuple[str, Callable[[], None], Callable[[], None], Govmilter | None]] = {
         "no milter": ("", lambda: None, lambda: None, None),
         "govmilter unix": (f"unix:{milter_dir}/g.sock", govmilter_unix.start, govmilter_unix.stop, govmilter_unix),
@@ -203,6 +227,13 @@ def main() -> int:
             govmilter_every_copy,
         ),
     }
+    if govmilter_baseline is not None:
+        variants["baseline every copy"] = (
+            f"unix:{milter_dir}/b.sock",
+            govmilter_baseline.start,
+            govmilter_baseline.stop,
+            govmilter_baseline,
+        )
     rates: dict[str, list[float]] = {name: [] for name in variants if not args.only or name in args.only}
     cpu: dict[str, list[float]] = {name: [] for name in rates if variants[name][3]}
     latency: dict[str, list[tuple[float, float]]] = {name: [] for name in cpu}
@@ -275,7 +306,10 @@ def main() -> int:
                 print(line, flush=True)
                 stop()
     finally:
-        for part in (postfix, govmilter_unix, govmilter_inet, govmilter_every_copy, clamav_milter, sink, dns, clamd):
+        parts = (postfix, govmilter_unix, govmilter_inet, govmilter_every_copy, govmilter_baseline, clamav_milter)
+        for part in (*parts, sink, dns, clamd):
+            if part is None:
+                continue
             try:
                 part.stop()
             except Exception as exc:
@@ -293,6 +327,8 @@ def main() -> int:
         "clamav-milter / no milter": ("clamav-milter", "no milter"),
         "every copy scanned / no milter": ("gov every copy", "no milter"),
         "every copy scanned / clamav-milter": ("gov every copy", "clamav-milter"),
+        "baseline every copy / clamav-milter": ("baseline every copy", "clamav-milter"),
+        "every copy scanned / baseline every copy": ("gov every copy", "baseline every copy"),
     }
     pairs = {label: (a, b) for label, (a, b) in pairs.items() if a in median and b in median}
     ratios = {label: median[a] / median[b] for label, (a, b) in pairs.items()}

@@ -2,7 +2,7 @@
 
 Used by the end-to-end tests, `make run` and `make bench`. Every part is a
 private instance in a directory of its own; the machine's /etc/postfix and
-/etc/clamav are never touched. See ../shared/LAB.md for the recipe.
+/etc/clamav are never touched.
 
     python lab/stack.py up      # the default stack on fixed ports, govmilter in the foreground
 """
@@ -107,7 +107,7 @@ def govmilter_settings(
 
 
 def lab_signatures() -> dict[str, str]:
-    """LAB.md's test database, file name -> content (also used by tests/lab_clamd.py).
+    """the lab's test database, file name -> content (also used by tests/lab_clamd.py).
 
     test.hdb: the MD5 of the exact 68-byte EICAR file and of clam.exe. test.ndb: EICAR as a
     body signature at offset 0 of any file (target type 0), so that EICAR followed by a line
@@ -133,7 +133,7 @@ class Clamd:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def database(self) -> Path:
-        """The system signatures when present, else LAB.md's test signatures."""
+        """The system signatures when present, else the lab's test signatures (lab_signatures)."""
         if any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d")):
             return SYSTEM_CLAMAV_DB
         db = self.root / "db"

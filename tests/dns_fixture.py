@@ -1,7 +1,7 @@
 """A real DNS server for the blocklist tests: dnsmasq on a free loopback port, and one that never answers.
 
 Import the fixtures into a test module: `from dns_fixture import lab_dns, silent_dns  # noqa: F401`.
-dnsmasq answers the test zone below and NXDOMAIN for every other name (LAB.md).
+dnsmasq answers the test zone below and NXDOMAIN for every other name.
 """
 
 from __future__ import annotations

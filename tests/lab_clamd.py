@@ -1,6 +1,6 @@
-"""A private clamd for tests, the demo and the benchmark (see LAB.md).
+"""A private clamd for tests, the demo and the benchmark.
 
-It runs from a directory of its own with LAB.md's test database (lab/stack.py's
+It runs from a directory of its own with the lab's test database (lab/stack.py's
 lab_signatures: hashes of the samples, and EICAR as a body signature), so it
 starts in about a second with no Internet and never touches /etc/clamav or the
 system's clamd. Usable as a context manager; stop() and start() again keep the

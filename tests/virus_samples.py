@@ -16,7 +16,7 @@ from lab_clamd import EICAR, TESTFILES
 
 SAMPLES: list[str] = sorted(p.name for p in TESTFILES.iterdir()) if TESTFILES.is_dir() else []
 
-# What clamd with LAB.md's two-line database calls each sample when it arrives attached to
+# What clamd with the lab's test database calls each sample when it arrives attached to
 # a message: every sample wraps clam.exe, except the one nested past clamd's recursion limit
 # (reported only because the lab clamd has AlertExceedsMax yes).
 DEFAULT_SIGNATURE = "ClamAV-Test-File.UNOFFICIAL"

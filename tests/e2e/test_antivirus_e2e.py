@@ -15,7 +15,7 @@ from stack import SYSTEM_CLAMAV_DB, Reply, Stack
 from virus_samples import EICAR_SIGNATURE, SAMPLES, eicar_zip_in_eml, expected_signature, mail, sample_mail
 
 INBOUND_IP = "127.0.0.9"  # an Internet client: not a trusted relay, not in the test DNSBL zone
-LAB_DATABASE = not any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d"))  # the stack's clamd has LAB.md's test signatures
+LAB_DATABASE = not any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d"))  # the stack's clamd has the lab's test signatures
 VIRUS_REPLY = re.compile(r"^5\.7\.1 Thu co chua virus (\S+) \(QD 06/2022 Dieu 8\.2\) - virus found: (\S+)$")
 
 
