@@ -27,10 +27,10 @@ test: deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: deps
-	$(BIN)/python -m pytest -q -m 'not e2e'
+	$(BIN)/python -m pytest -q -m 'not e2e and not slow'
 
 e2e: deps
-	$(BIN)/python -m pytest -q -m e2e
+	$(BIN)/python -m pytest -q -m 'e2e and not slow'
 
 lint: deps
 	$(BIN)/ruff check milter tests lab bench
@@ -47,3 +47,4 @@ soak: deps
 
 clean:
 	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache
+

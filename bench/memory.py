@@ -222,7 +222,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-memory-"))
     root.chmod(0o755)
     smtp_port, sink_port, dns_port, metrics_port = free_port(), free_port(), free_dns_port(), free_port()
-    clamd = Clamd(root / "clamd")
+    clamd = Clamd(root / "clamd", settings={"MaxThreads": "8"}, system_database=True)
     dns = Dns(root / "dns", dns_port)
     milter_dir = root / "milter"
     milter_dir.mkdir(mode=0o755)

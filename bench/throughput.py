@@ -184,7 +184,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
     root.chmod(0o755)
     smtp_port, sink_port, dns_port = free_port(), free_port(), free_dns_port()
-    clamd = Clamd(root / "clamd")
+    clamd = Clamd(root / "clamd", settings={"MaxThreads": "8"}, system_database=True)
     dns = Dns(root / "dns", dns_port)
     sink = SmtpSink(sink_port)
     clamav_milter = ClamavMilter(root / "clamav-milter", clamd.socket)

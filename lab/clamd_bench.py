@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "milter"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "milter"))  # govmilter without installing it; stack.py sits beside this script
 
 from govmilter.clients.clamd import ClamdClient  # noqa: E402
 from govmilter.spool import CHUNK  # noqa: E402
-from lab_clamd import LabClamd, free_port  # noqa: E402
+from stack import Clamd, free_port  # noqa: E402
 
 
 def median_ms(action: Callable[[], object], runs: int) -> float:
@@ -43,7 +43,7 @@ def scan(client: ClamdClient, chunks: list[bytes]) -> Callable[[], object]:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="clamd-bench-") as tmp, LabClamd(Path(tmp), tcp_port=free_port()) as clamd:
+    with tempfile.TemporaryDirectory(prefix="clamd-bench-") as tmp, Clamd(Path(tmp), tcp_port=free_port()) as clamd:
         for address in (clamd.address, clamd.tcp_address):
             client = ClamdClient(address)
             kind = address.split(":")[0]

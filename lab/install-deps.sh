@@ -16,6 +16,9 @@ packages=(
   systemd              # systemd-analyze checks the service unit
   poppler-utils        # pdftotext: the text of attached PDFs (content rules with target = "document")
   python3-venv
+  python3-dev          # make deb: pymilter compiles against Debian's Python 3.11 in the package's venv
+  acl                  # setfacl: the package gives the service read access to the officers' rule files
+  gcc                  # make deb: compiles pymilter's C extension
 )
 
 missing=()

@@ -107,7 +107,7 @@ def govmilter_settings(
 
 
 def lab_signatures() -> dict[str, str]:
-    """the lab's test database, file name -> content (also used by tests/lab_clamd.py).
+    """the lab's test database, file name -> content (Clamd's database unless the system's is asked for).
 
     test.hdb: the MD5 of the exact 68-byte EICAR file and of clam.exe. test.ndb: EICAR as a
     body signature at offset 0 of any file (target type 0), so that EICAR followed by a line
@@ -126,15 +126,57 @@ def lab_signatures() -> dict[str, str]:
     }
 
 
+CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
+
+
 class Clamd:
-    def __init__(self, root: Path):
-        self.root = root
-        self.socket = root / "clamd.sock"
+    """A private clamd on a unix socket in `root` (and on 127.0.0.1:`tcp_port` when given).
+
+    The one clamd of the lab, the tests (tests/support/lab_clamd.py) and the benchmarks. It runs
+    from a directory of its own with the lab's test database (lab_signatures), so it starts in
+    about a second with no Internet and never touches /etc/clamav or the system's clamd; with
+    `system_database` the system's signatures are used when they are installed (`make run`).
+    Usable as a context manager; stop() and start() again keep the same socket, which is how
+    the tests play "clamd went away and came back".
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tcp_port: int | None = None,
+        stream_max_length: str = "100M",
+        settings: dict[str, str] | None = None,
+        start_timeout: float = 60.0,
+        system_database: bool = False,
+    ):
+        self.root = Path(root)
+        self.socket = self.root / "clamd.sock"
+        self.tcp_port = tcp_port
+        self.stream_max_length = stream_max_length
+        self.settings = settings or {}
+        self.start_timeout = start_timeout
+        self.system_database = system_database
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def socket_path(self) -> Path:
+        return self.socket
+
+    @property
+    def address(self) -> str:
+        """The unix address in govmilter's configuration syntax."""
+        return f"unix:{self.socket}"
+
+    @property
+    def tcp_address(self) -> str:
+        if self.tcp_port is None:
+            raise ValueError("this clamd has no TCP socket")
+        return f"tcp:127.0.0.1:{self.tcp_port}"
+
     def database(self) -> Path:
-        """The system signatures when present, else the lab's test signatures (lab_signatures)."""
-        if any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d")):
+        """The system signatures when asked for and present, else the lab's test signatures."""
+        if self.system_database and any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d")):
             return SYSTEM_CLAMAV_DB
         db = self.root / "db"
         db.mkdir(parents=True, exist_ok=True)
@@ -142,41 +184,73 @@ class Clamd:
             (db / name).write_text(text)
         return db
 
+    def _write_config(self) -> Path:
+        settings = {
+            "LocalSocket": str(self.socket),
+            "DatabaseDirectory": str(self.database()),
+            "TemporaryDirectory": str(self.root),
+            "Foreground": "yes",
+            "LogFile": str(self.root / "clamd.log"),
+            "StreamMaxLength": self.stream_max_length,
+            "AlertExceedsMax": "yes",  # nesting past the limits is an evasion technique
+            "SelfCheck": "3600",
+        }
+        if self.tcp_port is not None:
+            settings.update(TCPSocket=str(self.tcp_port), TCPAddr="127.0.0.1")
+        settings.update(self.settings)
+        config = self.root / "clamd.conf"
+        config.write_text("".join(f"{key} {value}\n" for key, value in settings.items()))
+        return config
+
     def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
-        conf = self.root / "clamd.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"LocalSocket {self.socket}",
-                    f"DatabaseDirectory {self.database()}",
-                    f"LogFile {self.root / 'clamd.log'}",
-                    f"TemporaryDirectory {self.root}",
-                    "Foreground yes",
-                    "StreamMaxLength 100M",
-                    "AlertExceedsMax yes",
-                    "MaxThreads 8",
-                    "",
-                ]
-            )
-        )
+        config = self._write_config()
         self.socket.unlink(missing_ok=True)
-        log = open(self.root / "clamd.out", "ab")
-        self.proc = subprocess.Popen(["clamd", "--config-file", str(conf)], stdout=log, stderr=log)
-        wait_until(self.ping, 60, "clamd")
+        with open(self.root / "clamd.out", "ab") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [CLAMD, "--config-file", str(config)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.root / "clamd.out").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"clamd exited with {self.proc.returncode}:\n{log}")
+            if self.ping():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"clamd did not answer PING within {self.start_timeout}s")
 
     def ping(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"clamd exited: see {self.root / 'clamd.out'}")
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(1)
-            sock.connect(str(self.socket))
-            sock.sendall(b"zPING\0")
-            return sock.recv(16).startswith(b"PONG")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(str(self.socket))
+                sock.sendall(b"zPING\0")
+                return sock.recv(16).startswith(b"PONG")
+        except OSError:
+            return False
 
     def stop(self) -> None:
-        _terminate(self.proc)
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.proc = None
+
+    def __enter__(self) -> Clamd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # --- DNS ---------------------------------------------------------------------
@@ -572,7 +646,7 @@ class Stack:
             if self.milter_transport == "unix"
             else f"inet:{self.milter_port}@127.0.0.1"
         )
-        self.clamd = Clamd(self.root / "clamd")
+        self.clamd = Clamd(self.root / "clamd", settings={"MaxThreads": "8"}, system_database=True)
         self.dns = Dns(self.root / "dns", self.dns_port)
         self.sink = Sink(self.sink_port, self.sink_dir, self.announce)
         # the same endpoint in each side's syntax: libmilter's inet:port@host, Postfix's inet:host:port

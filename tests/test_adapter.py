@@ -11,10 +11,11 @@ from Milter.testctx import TestCtx as PymilterTestCtx
 
 from govmilter import decision
 from govmilter.adapter import GovMilter
+from govmilter.checks import CheckHooks
 from govmilter.model import MessageFacts, Stage, Transaction, Verdict
 from govmilter.runtime import Runtime
-from header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
-from milter_ctx import TestCtx, adapter_runtime
+from support.header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
+from support.milter_ctx import TestCtx, adapter_runtime
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_declared_size_is_refused_at_mail_from(runtime: Runtime) -> None:
 
 
 def test_exception_in_a_check_answers_451(runtime: Runtime) -> None:
-    class Exploding:
+    class Exploding(CheckHooks):
         name = "exploding"
         stages = frozenset({Stage.HEADERS})
 
@@ -163,7 +164,7 @@ def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime
     assert not runtime.pipeline.needs(Stage.HEADERS)  # the shipped checks all decide later
     assert not milter.protocol_mask() & Milter.P_NOEOH  # so Postfix may skip the step
 
-    class AtEndOfHeaders:
+    class AtEndOfHeaders(CheckHooks):
         name = "at-end-of-headers"
         stages = frozenset({Stage.HEADERS})
 
@@ -177,7 +178,7 @@ def test_end_of_headers_is_negotiated_away_only_when_no_check_runs_there(runtime
 # ---- every header field reaches the spool, the MIME walk and clamd ------------------------------
 
 
-class Capture:
+class Capture(CheckHooks):
     """A check that runs first at end of message and keeps what the checks after it will read."""
 
     name = "capture"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from govmilter.pipeline import CHECK_NAMES
-from support import ROOT
+from support.harness import ROOT
 
 SKIP = [arg for name in ("antivirus", "dnsbl") if name in CHECK_NAMES for arg in ("--skip", name)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from govmilter.config import Config, ConfigError, load_config
-from support import ROOT
+from support.harness import ROOT
 
 EXAMPLE = ROOT / "config.example.toml"
 

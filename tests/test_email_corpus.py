@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from dns_fixture import LabDns, lab_dns  # noqa: F401 - fixture: a real DNS server on loopback
 from govmilter.model import Action
 from govmilter.pipeline import CHECK_NAMES
-from lab_clamd import LabClamd
-from support import ROOT, RULES, Harness
+from support.dns_fixture import LabDns, lab_dns  # noqa: F401 - fixture: a real DNS server on loopback
+from support.harness import ROOT, RULES, Harness
+from support.lab_clamd import LabClamd
 
 CORPUS = Path(sysconfig.get_path("stdlib")) / "test" / "test_email" / "data"
 FILES = sorted(p for p in CORPUS.iterdir() if p.is_file()) if CORPUS.is_dir() else []

@@ -36,24 +36,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from Milter.testctx import TestCtx as PymilterTestCtx
 
-from govmilter import decision, decoders, spool
+from govmilter import decision, spool
 from govmilter.adapter import GovMilter
-from govmilter.archive import local_header_encrypted, looks_like_zip, read_directory
 from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import link_domains, reversed_ip
-from govmilter.checks.textnorm import html_to_text, normalize, strip_diacritics
-from govmilter.config import load_config
-from govmilter.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
-from govmilter.domains import (
-    DomainClass,
-    Domains,
-    domain_of,
-    is_under,
-    normalize_address,
-    normalize_domain,
-    split_address,
-)
-from govmilter.forwardtraces import (
+from govmilter.checks.forwarding.traces import (
     auto_submitted,
     delivered_to_traces,
     envelope_rewrite,
@@ -70,13 +57,26 @@ from govmilter.forwardtraces import (
     same_mailbox,
     weak_traces,
 )
+from govmilter.config import load_config
+from govmilter.domains import (
+    DomainClass,
+    Domains,
+    domain_of,
+    is_under,
+    normalize_address,
+    normalize_domain,
+    split_address,
+)
 from govmilter.metrics import Metrics
-from govmilter.mime import Limits, walk
-from govmilter.mimeheaders import parse_entity
+from govmilter.mime import Limits, decoders, walk
+from govmilter.mime.archives import local_header_encrypted, looks_like_zip, read_directory
+from govmilter.mime.decoders import Base64Decoder, QuotedPrintableDecoder, UUScanner, make_decoder
+from govmilter.mime.headers import parse_entity
 from govmilter.model import Action, Envelope, MessageFacts, Transaction, Verdict
-from govmilter.rules import RuleSet
+from govmilter.ruleset import RuleSet
 from govmilter.runtime import Runtime
-from support import RULES, Harness
+from govmilter.text.normalize import html_to_text, normalize, strip_diacritics
+from support.harness import RULES, Harness
 
 EXAMPLES = int(os.environ.get("GOVMILTER_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(

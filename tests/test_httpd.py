@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,16 +16,10 @@ from govmilter import httpd
 from govmilter.config import load_config
 from govmilter.metrics import Metrics
 from govmilter.runtime import Runtime
-from lab_clamd import LabClamd
+from stack import free_port
+from support.lab_clamd import LabClamd
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(url: str) -> tuple[int, str, str]:

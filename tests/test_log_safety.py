@@ -28,14 +28,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from govmilter import decision, logfmt
+from govmilter.checks import CheckHooks
 from govmilter.clients.redis import RedisStore, redact_url
 from govmilter.logfmt import FORMAT, OneLineFormatter, one_line
 from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
-from govmilter.rules import RuleSet
+from govmilter.ruleset import RuleSet
 from govmilter.runtime import Runtime
-from logfmt_parse import LogfmtError, parse, parse_dict
-from milter_ctx import SERVICE_CHECKS, TestCtx, adapter_runtime
-from support import ROOT, RULES, Harness
+from stack import free_port
+from support.harness import ROOT, RULES, Harness
+from support.logfmt_parse import LogfmtError, parse, parse_dict
+from support.milter_ctx import SERVICE_CHECKS, TestCtx, adapter_runtime
 
 FORGED = "\r\nqueue_id=FORGED client=127.0.0.1 action=accept\r\n"
 NASTY = f"x{FORGED}\x00\x1b[31m\x7f\u2028\udcff"
@@ -263,7 +265,7 @@ def test_outbound_srs_and_attachment_name_with_control_characters(
 
 
 def test_an_exception_carrying_wire_data_stays_on_one_line(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
-    class Exploding:
+    class Exploding(CheckHooks):
         name = "exploding"
         stages = frozenset({Stage.HEADERS})
 
@@ -336,12 +338,6 @@ def test_one_line_bounds_a_record() -> None:
 # ---- secrets ------------------------------------------------------------------------------------
 
 SECRET = "s3cret-Pa55"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_redact_url() -> None:

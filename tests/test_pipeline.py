@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from govmilter.checks import CheckHooks
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
 from govmilter.pipeline import CHECK_TABLE, Pipeline
-from govmilter.rules import EMPTY
+from govmilter.ruleset import EMPTY
 
 
-class Recording:
+class Recording(CheckHooks):
     def __init__(self, name: str, stages: set[Stage], verdicts: Sequence[Verdict] = (), log: list[str] | None = None):
         self.name = name
         self.stages = frozenset(stages)
@@ -62,7 +63,7 @@ def test_monitor_verdict_is_recorded_but_never_refuses() -> None:
 
 
 def test_exception_in_a_check_becomes_its_451_and_is_counted() -> None:
-    class Broken:
+    class Broken(CheckHooks):
         name = "broken"
         stages = frozenset({Stage.HEADERS})
 

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from govmilter import decision
 from govmilter.config import ConfigError, load_config
 from govmilter.model import Envelope, MessageFacts, Transaction
-from govmilter.rules import RuleSet
+from govmilter.ruleset import RuleSet
 from govmilter.spool import CHUNK, Spool, header_block, header_line, iter_message_file, read_message_file
-from header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
-from milter_ctx import SERVICE_CHECKS
-from support import ROOT, RULES, Harness
+from support.harness import ROOT, RULES, Harness
+from support.header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
+from support.milter_ctx import SERVICE_CHECKS
 
 
 def spool_of(fields: list[tuple[str, str]], body: bytes, threshold: int = 1 << 20) -> Spool:

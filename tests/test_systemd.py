@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT
+from support.harness import ROOT
 
 UNIT = ROOT / "systemd" / "govmilter.service"
 VENV_GOVMILTER = ROOT / ".venv" / "bin" / "govmilter"

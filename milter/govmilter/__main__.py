@@ -15,7 +15,7 @@ from govmilter.config import Config, ConfigError, load_config, summary
 from govmilter.logfmt import FORMAT, OneLineFormatter
 from govmilter.metrics import Metrics
 from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers
-from govmilter.rules import RuleErrors, load_ruleset
+from govmilter.ruleset import RuleErrors, load_ruleset
 
 DEFAULT_CONFIG = "/etc/govmilter/govmilter.toml"
 EXIT_USAGE = 2
@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from govmilter.scan import scan_message
+    from govmilter.offline import scan_message
 
     config = _load(args)
     _setup_logging("warning")

@@ -20,11 +20,8 @@ from typing import Any
 import Milter
 import milter as _pymilter_c
 
-from govmilter import decision
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
 from govmilter.runtime import Runtime
-from govmilter.scan import is_trusted
-from govmilter.spool import Spool
 
 log = logging.getLogger("govmilter.adapter")
 
@@ -146,13 +143,13 @@ class GovMilter(Milter.Base):
             mail_params=_esmtp_params(params),
             auth_user=self.getsymval("{auth_authen}") or "",
             queue_id=self.getsymval("i") or "",
-            trusted_relay=is_trusted(client_ip, self.rt.config.network.trusted_relays),
+            trusted_relay=self.rt.is_trusted(client_ip),
         )
         settings = self.rt.config.milter
         tx = Transaction(
             envelope=envelope,
             ruleset=self.rt.rules.current(),
-            spool=Spool(settings.spool_dir, settings.spool_threshold),
+            spool=self.rt.spool(),
             max_header_fields=settings.max_header_fields,
             max_header_bytes=settings.max_header_bytes,
         )
@@ -206,8 +203,8 @@ class GovMilter(Milter.Base):
             tx.envelope.queue_id = self.getsymval("i") or ""
         verdict = self.rt.pipeline.run(Stage.EOM, tx)
         if verdict is None:
-            verdict = decision.accept_verdict(tx)
-            for name, index in decision.forged_headers(tx):
+            verdict = self.rt.accept_verdict(tx)
+            for name, index in self.rt.forged_headers(tx):
                 self.chgheader(name, index, "")
             for name, value in verdict.headers:
                 self.addheader(name, _reply_text(value))
@@ -249,7 +246,7 @@ class GovMilter(Milter.Base):
             self.setreply(verdict.code, verdict.enhanced or None, _reply_text(verdict.text))
         if self.tx is not None:
             elapsed = time.perf_counter() - self.started if self.started else None
-            decision.record(self.tx, verdict, self.rt.metrics, elapsed)
+            self.rt.record(self.tx, verdict, elapsed)
         self._end_message()
         return _RETURN_CODES.get(verdict.action, Milter.TEMPFAIL)
 

@@ -8,17 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from govmilter.clients.clamd import ClamdAddress
-
 
 class ConfigError(Exception):
     """A configuration problem, with the file, table and key it concerns."""
+
+
+# A clamd address as configured ([antivirus] clamd): validated here, connected to by clients/clamd.py.
+@dataclass(frozen=True)
+class ClamdAddress:
+    family: int
+    target: str | tuple[str, int]
+    text: str  # as configured: unix:/path or tcp:host:port
+
+    @classmethod
+    def parse(cls, text: str) -> ClamdAddress:
+        if text.startswith("unix:") and len(text) > 5:
+            return cls(socket.AF_UNIX, text[5:], text)
+        if text.startswith("tcp:"):
+            host, sep, port = text[4:].rpartition(":")
+            host = host.strip("[]")
+            if sep and host and port.isdigit() and 0 < int(port) < 65536:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                return cls(family, (host, int(port)), text)
+        raise ValueError(f"clamd address {text!r}: expected unix:PATH or tcp:HOST:PORT")
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)

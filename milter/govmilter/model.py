@@ -7,16 +7,57 @@ headers and the MessageFacts of the MIME walk, and return Verdicts.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from govmilter.spool import Spool, header_block
-from govmilter.textstore import TextStore, TextWriter
-from govmilter.textstore import pieces as text_pieces
+# The floor of the house: this module imports nothing from govmilter. What it needs of the
+# spool (spool.py) and of the text store (mime/textstore.py) it names as Protocols below.
 
-if TYPE_CHECKING:
-    from govmilter.rules import RuleSet
+
+class RawMessage(Protocol):
+    """The raw message as the adapter spools it (spool.Spool): header block, empty line, body."""
+
+    body_offset: int | None
+
+    def add_header(self, name: str, value: str) -> None: ...
+    def write_fields(self, fields: Sequence[tuple[str, str]]) -> None: ...
+    def end_headers(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def chunks(self) -> Iterator[bytes]: ...
+    def body_chunks(self) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+class TextSpill(Protocol):
+    """Where the texts of one message spill past memory (mime.textstore.TextStore)."""
+
+    def text(self, start: int, end: int, size: int) -> Iterator[str]: ...
+    def close(self) -> None: ...
+
+
+class TextSegments(Protocol):
+    """One part's text as written (mime.textstore.TextWriter): memory, then a range of the spill."""
+
+    length: int
+    memory: list[str]
+    disk: tuple[int, int] | None
+
+    @property
+    def store(self) -> TextSpill: ...
+
+
+def header_line(name: str, value: str) -> bytes:
+    """One field as it stood on the wire: `Name: value` CRLF, every fold a CRLF."""
+    if "\n" in value:
+        # every LF of a value is a fold (Postfix hands folds as LF); a CR before it is the sender's own
+        value = value.replace("\n", "\r\n")
+    return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+
+
+def header_block(headers: Sequence[tuple[str, str]]) -> bytes:
+    """Headers as they stood on the wire: `Name: value` CRLF each, then the empty line."""
+    return b"".join([*(header_line(name, value) for name, value in headers), b"\r\n"])
 
 
 class Stage(enum.Enum):
@@ -146,11 +187,11 @@ class TextPart:
         self.content_type = content_type  # "text/plain" or "text/html"
         self.length = len(text)  # characters
         self._memory: list[str] = [text] if text else []
-        self._store: TextStore | None = None
+        self._store: TextSpill | None = None
         self._disk: tuple[int, int] | None = None
 
     @classmethod
-    def stored(cls, content_type: str, writer: TextWriter) -> TextPart:
+    def stored(cls, content_type: str, writer: TextSegments) -> TextPart:
         part = cls(content_type)
         part.length = writer.length
         part._memory = writer.memory
@@ -160,7 +201,15 @@ class TextPart:
 
     def pieces(self, size: int = 65536) -> Iterator[str]:
         """The part's text, in order, at most `size` characters at a time."""
-        return text_pieces(self._memory, self._store, self._disk, size)
+        size = max(1, size)
+        for text in self._memory:
+            if len(text) <= size:
+                yield text
+            else:
+                for i in range(0, len(text), size):
+                    yield text[i : i + size]
+        if self._disk is not None and self._store is not None:
+            yield from self._store.text(self._disk[0], self._disk[1], size)
 
     @property
     def text(self) -> str:
@@ -188,12 +237,26 @@ class MessageFacts:
     attachment_bytes: int = 0
     texts: tuple[TextPart, ...] = ()
     defects: tuple[str, ...] = ()  # bounded names such as "unterminated-multipart"
-    store: TextStore | None = field(default=None, compare=False, repr=False)  # where texts spill
+    store: TextSpill | None = field(default=None, compare=False, repr=False)  # where texts spill
 
     def close(self) -> None:
         """Release the texts' spill file (idempotent); past it, only texts held in memory are readable."""
         if self.store is not None:
             self.store.close()
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The compiled rule files, immutable: what one message is judged by (see ruleset/)."""
+
+    version: str  # short hash of the rule files' names and contents
+    compiled: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, kind: str) -> Any:
+        return self.compiled.get(kind)
+
+
+EMPTY_RULESET = RuleSet(version="none")
 
 
 # Headers whose meaning downstream depends on their having been set by this gateway: any copy
@@ -233,7 +296,7 @@ class Transaction:
     body_bytes: int = 0
     hits: list[Verdict] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)  # per-check per-message state
-    spool: Spool | None = None  # the raw message: header block, empty line, body
+    spool: RawMessage | None = None  # the raw message: header block, empty line, body
     facts_loader: Callable[[], MessageFacts] | None = None
     # a Transaction built without a spool (tests): the body from its start, in chunks
     body_loader: Callable[[], Iterator[bytes]] | None = None

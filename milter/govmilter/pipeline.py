@@ -1,25 +1,29 @@
 """The ordered table of checks and the loop that runs them at each stage.
 
 A check is an object with a `name`, the `stages` it runs at and a
-`run(stage, tx) -> Sequence[Verdict]` method; it may also have
-`accepted(tx)`, called once the message is accepted (the forwarding memory
-uses it). An exception inside a check becomes that check's 451 verdict: our
-own bug never accepts and never answers 5xx.
+`run(stage, tx) -> Sequence[Verdict]` method, and two hooks (checks.CheckHooks
+has them as no-ops): `accepted(tx)`, called once the message is accepted (the
+forwarding memory uses it), and `health()`, what /health reports for it. An
+exception inside a check becomes that check's 451 verdict: our own bug never
+accepts and never answers 5xx.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from govmilter.checks import attachments, dnsbl, size
+from govmilter.checks.antivirus import check as antivirus
+from govmilter.checks.content import check as content
+from govmilter.checks.forwarding import check as forwarding
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import Stage, Transaction, Verdict, tempfail
-from govmilter.rules import Compiler
+from govmilter.ruleset import Compiler
 
 log = logging.getLogger("govmilter.pipeline")
 
@@ -30,21 +34,31 @@ class Check(Protocol):
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]: ...
 
+    def accepted(self, tx: Transaction) -> None: ...
+
+    def health(self) -> dict[str, object] | None: ...
+
+
+class Builder(Protocol):
+    def __call__(self, config: Config, metrics: Metrics) -> Check: ...
+
 
 @dataclass(frozen=True)
 class CheckSpec:
     name: str
-    module: str  # exposes build(config, metrics) -> Check; optionally RULE_KIND and compile_rules
+    build: Builder
+    rule_kind: str | None = None  # the kind of rule file this check compiles
+    compile_rules: Compiler | None = None
 
 
 # The order in which checks run within a stage. Cheap, decisive checks first.
 CHECK_TABLE: tuple[CheckSpec, ...] = (
-    CheckSpec("forwarding", "govmilter.checks.forwarding"),
-    CheckSpec("size", "govmilter.checks.size"),
-    CheckSpec("attachments", "govmilter.checks.attachments"),
-    CheckSpec("antivirus", "govmilter.checks.antivirus"),
-    CheckSpec("dnsbl", "govmilter.checks.dnsbl"),
-    CheckSpec("content", "govmilter.checks.content"),
+    CheckSpec("forwarding", forwarding.build, forwarding.RULE_KIND, forwarding.compile_rules),
+    CheckSpec("size", size.build),
+    CheckSpec("attachments", attachments.build, attachments.RULE_KIND, attachments.compile_rules),
+    CheckSpec("antivirus", antivirus.build),
+    CheckSpec("dnsbl", dnsbl.build, dnsbl.RULE_KIND, dnsbl.compile_rules),
+    CheckSpec("content", content.build, content.RULE_KIND, content.compile_rules),
 )
 
 CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
@@ -52,13 +66,7 @@ CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
 
 def rule_compilers() -> dict[str, Compiler]:
     """Each check module that owns a kind of rule file contributes its compiler."""
-    compilers: dict[str, Compiler] = {}
-    for spec in CHECK_TABLE:
-        module = importlib.import_module(spec.module)
-        kind = getattr(module, "RULE_KIND", None)
-        if kind:
-            compilers[kind] = module.compile_rules
-    return compilers
+    return {spec.rule_kind: spec.compile_rules for spec in CHECK_TABLE if spec.rule_kind and spec.compile_rules}
 
 
 def build_checks(config: Config, metrics: Metrics, skip: Iterable[str] = ()) -> list[Check]:
@@ -70,7 +78,7 @@ def build_checks(config: Config, metrics: Metrics, skip: Iterable[str] = ()) -> 
     for spec in CHECK_TABLE:
         if spec.name in skipped or not getattr(config, spec.name).enabled:
             continue
-        checks.append(importlib.import_module(spec.module).build(config, metrics))
+        checks.append(spec.build(config, metrics))
     return checks
 
 
@@ -114,11 +122,8 @@ class Pipeline:
     def accepted(self, tx: Transaction) -> None:
         """Tell the checks that care that this message was accepted."""
         for check in self.checks:
-            hook: Any = getattr(check, "accepted", None)
-            if hook is None:
-                continue
             try:
-                hook(tx)
+                check.accepted(tx)
             except Exception:
                 log.exception("check=%s accepted-hook raised", check.name)
                 self.metrics.internal_errors.labels(where=check.name).inc()

@@ -8,13 +8,15 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from govmilter import __version__
+from govmilter import __version__, decision
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.mime import Limits, walk
-from govmilter.model import MessageFacts, Transaction
+from govmilter.model import MessageFacts, Transaction, Verdict
+from govmilter.network import is_trusted
 from govmilter.pipeline import Pipeline, build_checks, rule_compilers
-from govmilter.rules import RuleErrors, RuleSet, RuleStore
+from govmilter.ruleset import RuleErrors, RuleSet, RuleStore
+from govmilter.spool import Spool
 
 log = logging.getLogger("govmilter.runtime")
 
@@ -36,6 +38,24 @@ class Runtime:
         # its defects and attachment bytes are counted by the size check, which reads them on every message
         return walk(tx.raw_chunks(), self.walk_limits)
 
+    def spool(self) -> Spool:
+        """A new spool for one message's raw bytes ([milter] spool_dir and spool_threshold)."""
+        return Spool(self.config.milter.spool_dir, self.config.milter.spool_threshold)
+
+    def is_trusted(self, client_ip: str) -> bool:
+        """Whether the client is one of [network] trusted_relays."""
+        return is_trusted(client_ip, self.config.network.trusted_relays)
+
+    # The decision record (decision.py), for the adapter: one verdict, one log line, one metric.
+    def accept_verdict(self, tx: Transaction) -> Verdict:
+        return decision.accept_verdict(tx)
+
+    def forged_headers(self, tx: Transaction) -> list[tuple[str, int]]:
+        return decision.forged_headers(tx)
+
+    def record(self, tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> None:
+        decision.record(tx, verdict, self.metrics, elapsed)
+
     def _on_reload(self, outcome: str, ruleset: RuleSet | None, errors: RuleErrors | None) -> None:
         self.last_reload = outcome
         self.metrics.rule_reloads.labels(outcome=outcome).inc()
@@ -51,9 +71,8 @@ class Runtime:
         }
         healthy = True
         for check in self.pipeline.checks:
-            probe = getattr(check, "health", None)
-            if probe is not None:
-                state = probe()
+            state = check.health()
+            if state is not None:
                 report[check.name] = state
                 healthy = healthy and bool(state.get("ok", True))
         report["ok"] = healthy

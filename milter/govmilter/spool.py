@@ -13,17 +13,12 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
+from govmilter.model import header_block as header_block  # re-exported: the wire form of fields
+from govmilter.model import header_line as header_line
+
 CHUNK = 65536
 _LF = "\n"
 _CRLF = "\r\n"
-
-
-def header_line(name: str, value: str) -> bytes:
-    """One field as it stood on the wire: `Name: value` CRLF, every fold a CRLF."""
-    if "\n" in value:
-        # every LF of a value is a fold (Postfix hands folds as LF); a CR before it is the sender's own
-        value = value.replace("\n", "\r\n")
-    return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
 
 
 class Spool:
@@ -139,11 +134,6 @@ class Spool:
         self._at_end = True
         self._memory = None
         memory.close()
-
-
-def header_block(headers: Sequence[tuple[str, str]]) -> bytes:
-    """Headers as they stood on the wire: `Name: value` CRLF each, then the empty line."""
-    return b"".join([*(header_line(name, value) for name, value in headers), b"\r\n"])
 
 
 def iter_message_file(stream: BinaryIO) -> tuple[Iterator[tuple[str, str]], Iterator[bytes]]:

@@ -19,7 +19,7 @@ memory), cap (what counts as an attachment), marking (state-secret markings, out
 (EICAR, clam.exe, GTUBE), bomb (archives), forwarding (list mail, the multipart/report label),
 malformed (duplicate fields), log (log forging), pass (legitimate mail that must be delivered).
 
-    python tests/adversarial/generate.py OUTDIR      # writes OUTDIR/<id>.eml and OUTDIR/manifest.json
+    cd tests && python -m adversarial.generate OUTDIR   # writes OUTDIR/<id>.eml and OUTDIR/manifest.json
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: mimebuild, when run as a script
-
-from mimebuild import b64, qp
+from support.mimebuild import b64, qp
 
 SEED = 14
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

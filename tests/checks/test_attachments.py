@@ -13,9 +13,9 @@ import pytest
 from govmilter.checks.attachments import compile_rules, extensions_of, normalize_name, reply_name
 from govmilter.model import Action, Mode
 from govmilter.pipeline import CHECK_NAMES, rule_compilers
-from govmilter.rules import RuleErrors, load_ruleset
-from mimebuild import leaf, message, multipart, random_bytes, text
-from support import RULES, Harness
+from govmilter.ruleset import RuleErrors, load_ruleset
+from support.harness import RULES, Harness
+from support.mimebuild import leaf, message, multipart, random_bytes, text
 
 OTHERS = [name for name in CHECK_NAMES if name != "attachments"]
 TESTFILES = Path("/usr/share/clamav-testfiles")
@@ -335,7 +335,7 @@ def test_name_helpers() -> None:
 
 
 def test_zip_bomb_is_refused_from_its_directory(shipped: Harness) -> None:
-    from zipbomb import zip_of_zeros
+    from support.zipbomb import zip_of_zeros
 
     for size in (2 << 30, 128 << 20):  # past max_expanded; under it but past max_ratio
         verdict = shipped.scan(mail((zip_of_zeros(size), "bang-luong.zip", "application/zip"))).verdict

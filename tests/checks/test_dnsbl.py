@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from dns_fixture import LabDns, SilentDns
 from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import (
     DnsblCheck,
@@ -19,8 +18,9 @@ from govmilter.checks.dnsbl import (
 )
 from govmilter.model import Action, Mode, Stage
 from govmilter.pipeline import CHECK_NAMES, rule_compilers
-from govmilter.rules import RuleErrors, RuleFile, load_ruleset
-from support import MESSAGES, RULES, Harness
+from govmilter.ruleset import RuleErrors, RuleFile, load_ruleset
+from support.dns_fixture import LabDns, SilentDns
+from support.harness import MESSAGES, RULES, Harness
 
 SPAM = MESSAGES / "spam"
 OTHERS = [name for name in CHECK_NAMES if name not in ("dnsbl", "content")]
@@ -279,7 +279,7 @@ def test_silent_resolver_is_paused_and_health_says_so(silent_dns: SilentDns) -> 
 
 
 def test_closed_resolver_port_skips_every_zone_at_once(tmp_path: Path) -> None:
-    from dns_fixture import free_dual_port
+    from support.dns_fixture import free_dual_port
 
     h = harness(free_dual_port(), "dnsbl.budget=30")
     result = h.scan(SPAM / "links.eml", client_ip="127.0.0.2")

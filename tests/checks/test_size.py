@@ -9,8 +9,8 @@ import pytest
 from govmilter.checks.size import derived_raw_ceiling
 from govmilter.model import Action, Mode, Stage
 from govmilter.pipeline import CHECK_NAMES
-from mimebuild import Attachment, b64, leaf, message, multipart, random_bytes, text, write_message
-from support import Harness
+from support.harness import Harness
+from support.mimebuild import Attachment, b64, leaf, message, multipart, random_bytes, text, write_message
 
 OTHERS = [name for name in CHECK_NAMES if name != "size"]
 MIB = 1024 * 1024

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from clamd_fixture import ClamdFactory
-from fake_clamd import FakeClamd
 from govmilter.clients.clamd import (
     Breaker,
     ClamdAddress,
@@ -24,7 +22,9 @@ from govmilter.clients.clamd import (
     Outcome,
     parse_reply,
 )
-from lab_clamd import EICAR, TESTFILES, LabClamd, free_port
+from support.clamd_fixture import ClamdFactory
+from support.fake_clamd import FakeClamd
+from support.lab_clamd import EICAR, TESTFILES, LabClamd, free_port
 
 
 def deadline(seconds: float = 30.0) -> float:

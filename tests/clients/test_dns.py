@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dns_fixture import LabDns, SilentDns, free_dual_port
 from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, DnsClient, TTLCache
+from support.dns_fixture import LabDns, SilentDns, free_dual_port
 
 LISTED_NAME = "2.0.0.127.zen.spamhaus.org"
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
-
-from e2e.helpers import running_stack  # after the path insert: helpers import lab/stack.py
+from e2e.helpers import running_stack
 from stack import Stack
 
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from govmilter.__main__ import main
-from govmilter.checks import content
+from govmilter.checks.content import check as content
 from govmilter.model import Stage, Transaction, Verdict
 
 original_run = content.ContentCheck.run

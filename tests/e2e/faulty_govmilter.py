@@ -10,6 +10,7 @@ import sys
 
 from govmilter import pipeline
 from govmilter.__main__ import main
+from govmilter.checks import CheckHooks
 from govmilter.model import Stage, Transaction, Verdict
 
 original_run = pipeline.Pipeline.run
@@ -21,7 +22,7 @@ def run_with_faults(self: pipeline.Pipeline, stage: Stage, tx: Transaction) -> V
         raise RuntimeError("injected fault in the adapter")
     if stage is Stage.EOM and fault == "check":
 
-        class Exploding:
+        class Exploding(CheckHooks):
             name = "exploding"
             stages = frozenset({Stage.EOM})
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.helpers import unique
-from fake_clamd import FakeClamd
 from stack import SYSTEM_CLAMAV_DB, Reply, Stack
-from virus_samples import EICAR_SIGNATURE, SAMPLES, eicar_zip_in_eml, expected_signature, mail, sample_mail
+from support.fake_clamd import FakeClamd
+from support.virus_samples import EICAR_SIGNATURE, SAMPLES, eicar_zip_in_eml, expected_signature, mail, sample_mail
 
 INBOUND_IP = "127.0.0.9"  # an Internet client: not a trusted relay, not in the test DNSBL zone
 LAB_DATABASE = not any(SYSTEM_CLAMAV_DB.glob("*.c[lv]d"))  # the stack's clamd has the lab's test signatures

@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 
 from e2e.helpers import INTERNET_CLIENT, unique
-from header_flood import BOUNDARY, filler, message_bytes, multipart_fields
-from lab_clamd import EICAR
 from stack import Stack
+from support.header_flood import BOUNDARY, filler, message_bytes, multipart_fields
+from support.lab_clamd import EICAR
 
 
 def eicar_behind_a_flood(subject: str, fields: int = 2500) -> bytes:

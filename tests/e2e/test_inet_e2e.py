@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from e2e.helpers import INTERNET_CLIENT, message, running_stack, unique, wait_for_queue_id_in_log
-from lab_clamd import EICAR
 from stack import Stack
-from virus_samples import mail
+from support.lab_clamd import EICAR
+from support.virus_samples import mail
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 
 from e2e.helpers import INTERNET_CLIENT, TRUSTED_RELAY, message, unique
-from logfmt_parse import parse_dict
 from stack import Stack, wait_until
+from support.logfmt_parse import parse_dict
 
 RECORD = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} govmilter\[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"

@@ -21,9 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from e2e.helpers import INTERNET_CLIENT, LISTED_CLIENT, TRUSTED_RELAY, message, unique
-from lab_clamd import EICAR
 from stack import SYSTEM_CLAMAV_DB, Reply, Stack
-from virus_samples import EICAR_SIGNATURE, mail
+from support.lab_clamd import EICAR
+from support.virus_samples import EICAR_SIGNATURE, mail
 
 FAULTY = Path(__file__).with_name("faulty_govmilter.py")  # X-Inject-Fault: adapter
 FAULTY_CHECK = Path(__file__).with_name("faulty_check_govmilter.py")  # X-Inject-Fault: content

@@ -21,9 +21,9 @@ import pytest
 
 from e2e.helpers import INTERNET_CLIENT, unique
 from govmilter.checks.size import derived_raw_ceiling
-from mimebuild import BLOCK, TOP, Attachment, b64, leaf, message, multipart, text, write_message
 from stack import Stack
-from zipbomb import zip_of_zeros
+from support.mimebuild import BLOCK, TOP, Attachment, b64, leaf, message, multipart, text, write_message
+from support.zipbomb import zip_of_zeros
 
 LIMIT = 20 * 1024 * 1024
 CEILING = derived_raw_ceiling(LIMIT)

@@ -247,7 +247,7 @@ def marking_docx() -> bytes:
 
 
 def marking_pdf() -> bytes:
-    from test_documents import MARKED_PDF
+    from checks.content.test_documents import MARKED_PDF
 
     return MARKED_PDF
 
@@ -288,7 +288,7 @@ def test_gtube_after_one_and_a_half_mebibytes_is_refused(stack: Stack) -> None:
 
 
 def test_must_pass_sentences_are_delivered(stack: Stack) -> None:
-    from checks.test_content_evasions import MUST_PASS
+    from checks.content.test_content_evasions import MUST_PASS
 
     marker = unique("must-pass")
     body = "\r\n".join(MUST_PASS) + "\r\n"

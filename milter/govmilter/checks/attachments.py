@@ -33,11 +33,12 @@ from typing import Any
 
 import magic
 
-from govmilter.checks.ruletables import ID_RE
+from govmilter.checks import CheckHooks
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Part, Stage, Transaction, Verdict
-from govmilter.rules import RuleErrors, RuleFile, RuleProblem, parse_mode
+from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem, parse_mode
+from govmilter.ruleset.entries import ID_RE
 
 log = logging.getLogger("govmilter.attachments")
 
@@ -289,7 +290,7 @@ def _matches(rule: AttachmentRule, subject: _Subject) -> str:
     return ""
 
 
-class AttachmentsCheck:
+class AttachmentsCheck(CheckHooks):
     name = "attachments"
     stages = frozenset({Stage.EOM})
 

@@ -19,14 +19,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from govmilter.checks.ruletables import entries
-from govmilter.checks.textnorm import windows
+from govmilter.checks import CheckHooks
 from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
 from govmilter.config import Config
 from govmilter.domains import Domains, is_under, normalize_domain
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
-from govmilter.rules import RuleErrors, RuleFile, RuleProblem
+from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
+from govmilter.ruleset.entries import entries
+from govmilter.text.normalize import windows
 
 RULE_KIND = "dnsbl"
 ZONE_TYPES = ("ip", "rhsbl", "uribl")
@@ -272,7 +273,7 @@ class Query:
     name: str  # the DNS name asked
 
 
-class DnsblCheck:
+class DnsblCheck(CheckHooks):
     name = "dnsbl"
     stages = frozenset({Stage.MAIL, Stage.EOM})
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from govmilter.checks import CheckHooks
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.mime import AMBIGUOUS_DEFECTS, LIMIT_DEFECTS
@@ -164,7 +165,7 @@ def malformed(action: str, defect: str) -> Verdict:
     return Verdict(Action.CONTINUE, "size", rule=defect, mode=Mode.MONITOR, reason=reason)
 
 
-class SizeCheck:
+class SizeCheck(CheckHooks):
     name = "size"
     stages = frozenset({Stage.MAIL, Stage.BODY, Stage.EOM})
 

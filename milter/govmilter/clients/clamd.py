@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from govmilter.config import ClamdAddress as ClamdAddress  # parsed where the config is validated
+
 FRAME = 65536  # bytes per INSTREAM frame
 REPLY_LIMIT = 4096  # a clamd reply is one short line
 VERSION_REFRESH = 300.0  # seconds a VERSION answer is reused
@@ -68,28 +70,6 @@ class ClamdTimeout(ClamdError):
 
 class ClamdUnreachable(ClamdError):
     """The connection itself failed: trying the next address costs nothing."""
-
-
-@dataclass(frozen=True)
-class ClamdAddress:
-    family: int
-    target: str | tuple[str, int]
-    text: str  # as configured: unix:/path or tcp:host:port
-
-    @classmethod
-    def parse(cls, text: str) -> ClamdAddress:
-        if text.startswith("unix:") and len(text) > 5:
-            return cls(socket.AF_UNIX, text[5:], text)
-        if text.startswith("tcp:"):
-            host, sep, port = text[4:].rpartition(":")
-            host = host.strip("[]")
-            if sep and host and port.isdigit() and 0 < int(port) < 65536:
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                return cls(family, (host, int(port)), text)
-        raise ValueError(f"clamd address {text!r}: expected unix:PATH or tcp:HOST:PORT")
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _remaining(deadline: float) -> float:

@@ -1,0 +1,488 @@
+"""The content check: officers' regular-expression rules, GTUBE and the spam score.
+
+Rules of kind "content" match a header, the decoded text of the body (HTML as
+the reader sees it), attachment names or the text of attached documents, after
+normalisation (text/normalize.py: NFKC, invisible characters removed, look-alike letters
+read as Latin, spaced letters joined) and, when a rule asks, with the diacritics
+removed. A rule either adds its score or, with `action = "reject"`, refuses the
+message with its own reply. The score of a message is the sum of every enforced
+hit so far, the dnsbl weights included: at `tag_threshold` the message gets
+X-Spam-Flag, at `reject_threshold` it is refused. Monitor-mode hits are listed
+and counted but never add to the score.
+
+All the text is read, in bounded memory: each body part (and each document) is
+read in windows of WINDOW characters, normalised per window and matched with
+the last OVERLAP characters of the previous window in front, so a match that
+straddles a boundary is found when it is at most OVERLAP characters long (a
+longer body match may be missed across a window boundary). A rule fires at most
+once per message; reading stops as soon as every rule that could still fire has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from govmilter import mime
+from govmilter.checks import CheckHooks
+from govmilter.checks.content import documents as docs
+from govmilter.config import Config
+from govmilter.metrics import Metrics
+from govmilter.model import Action, Mode, Stage, TextPart, Transaction, Verdict
+from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
+from govmilter.ruleset.entries import Entry, entries
+from govmilter.text.normalize import (
+    HtmlText,
+    decode_header_value,
+    normalize,
+    normalize_pattern,
+    strip_diacritics,
+    windows,
+)
+from govmilter.text.prefilter import Prefilter, fold
+from govmilter.text.prefilter import build as build_prefilter
+
+RULE_KIND = "content"
+TARGETS = ("header", "body", "attachment-name", "document")
+STREAMED = frozenset({"body", "document"})  # read in windows, not held whole
+DIRECTIONS = ("any", "inbound", "outbound")
+RULE_KEYS = frozenset(
+    {
+        "id",
+        "description",
+        "target",
+        "header",
+        "pattern",
+        "case_sensitive",
+        "ignore_diacritics",
+        "direction",
+        "score",
+        "action",
+        "mode",
+        "reply",
+    }
+)
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+GTUBE_SCORE = 1000.0
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 field name
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+REPORT_LIMIT = 900  # keep the added header within one line
+WINDOW = 65536  # characters of text read, normalised and matched at a time
+OVERLAP = 4096  # characters of the previous window matched again in front of the next
+
+
+@dataclass(frozen=True)
+class ContentRule:
+    id: str
+    description: str
+    targets: tuple[str, ...]  # header | body | attachment-name | document
+    headers: tuple[str, ...]  # lower-case field names, for target = header
+    regex: re.Pattern[str]
+    ignore_diacritics: bool
+    direction: str  # any | inbound | outbound
+    score: float
+    action: str  # score | reject
+    mode: Mode
+    reply: str
+    prefilter: Prefilter | None = None  # literals one of which every match contains
+
+    def applies(self, internal: bool) -> bool:
+        return self.direction == "any" or (self.direction == "outbound") == internal
+
+
+@dataclass(frozen=True)
+class ContentRules:
+    rules: tuple[ContentRule, ...] = ()
+
+
+def compile_rules(files: Sequence[RuleFile]) -> ContentRules:
+    problems: list[RuleProblem] = []
+    compiled: list[ContentRule] = []
+    for entry in entries(files, "rule", RULE_KEYS, problems):
+        before = len(problems)
+        rule = _compile_rule(entry)
+        if rule is not None and len(problems) == before:
+            compiled.append(rule)
+    if problems:
+        raise RuleErrors(problems)
+    return ContentRules(tuple(compiled))
+
+
+def _compile_rule(entry: Entry) -> ContentRule | None:
+    targets = _targets(entry)
+    headers = tuple(h.lower() for h in entry.strings("header"))
+    if "header" in targets and not headers:
+        entry.problem("target = 'header' needs header = \"Subject\" (or a list of field names)")
+    elif "header" not in targets and headers:
+        entry.problem(f"header is only for target = 'header', not {' '.join(targets)!r}", "header")
+    for name in headers:
+        if not _HEADER_NAME.match(name):
+            entry.problem(f"header {name!r} is not a header field name", "header")
+    ignore_diacritics = entry.flag("ignore_diacritics", False)
+    case_sensitive = entry.flag("case_sensitive", False)
+    source = entry.text("pattern", required=True)
+    action = entry.choice("action", ("score", "reject"), "score")
+    score = entry.number("score", 0.0)
+    if action == "score" and score == 0:
+        entry.problem("a rule with action = 'score' needs a non-zero score", "score")
+    rule_reply = entry.reply()
+    mode = entry.mode()
+    direction = entry.choice("direction", DIRECTIONS, "any")
+    description = entry.text("description")
+    if not source:
+        return None
+    pattern = normalize_pattern(source)
+    if ignore_diacritics:
+        pattern = strip_diacritics(pattern)
+    try:
+        regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
+    except re.error as exc:
+        entry.problem(f"pattern is not a valid regular expression: {exc}", "pattern")
+        return None
+    if regex.search(""):
+        entry.problem("pattern matches the empty text, so it would fire on every message", "pattern")
+        return None
+    return ContentRule(
+        id=entry.id,
+        description=description,
+        targets=targets,
+        headers=headers,
+        regex=regex,
+        ignore_diacritics=ignore_diacritics,
+        direction=direction,
+        score=score,
+        action=action,
+        mode=mode,
+        reply=rule_reply,
+        prefilter=build_prefilter(regex),
+    )
+
+
+def _targets(entry: Entry) -> tuple[str, ...]:
+    """`target` is one name or a list of names (default body)."""
+    value = entry.data.get("target", "body")
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        entry.problem(f"target = {value!r}: expected one of {', '.join(TARGETS)} or a list of them", "target")
+        return ("body",)
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        entry.problem(f"target = {value!r}: expected one of {', '.join(TARGETS)} or a list of them", "target")
+        return ("body",)
+    return tuple(dict.fromkeys(names))
+
+
+class _Texts:
+    """Headers and attachment names as rules see them, prepared once per message and variant."""
+
+    def __init__(self, tx: Transaction):
+        self.tx = tx
+        self._cache: dict[tuple[str, str, bool], tuple[str, ...]] = {}
+        self._folded: dict[tuple[str, str, bool], tuple[str, ...]] = {}
+
+    def get(self, target: str, header: str, bare: bool) -> tuple[str, ...]:
+        key = (target, header, bare)
+        if key not in self._cache:
+            if bare:
+                texts = tuple(strip_diacritics(t) for t in self.get(target, header, False))
+            else:
+                texts = tuple(normalize(t) for t in self._raw(target, header))
+            self._cache[key] = texts
+        return self._cache[key]
+
+    def folded(self, target: str, header: str, bare: bool) -> tuple[str, ...]:
+        """The same texts case-folded, for the rules' literal prefilters."""
+        key = (target, header, bare)
+        if key not in self._folded:
+            self._folded[key] = tuple(fold(t) for t in self.get(target, header, bare))
+        return self._folded[key]
+
+    def _raw(self, target: str, header: str) -> list[str]:
+        if target == "header":
+            return [decode_header_value(v) for v in self.tx.header(header)]
+        names: list[str] = []
+        for part in self.tx.facts().parts:
+            if part.filename:
+                names.append(part.filename)
+            names.extend(part.archive_names)
+        return names
+
+
+@dataclass(frozen=True)
+class Found:
+    target: str
+    matched: str
+
+
+class _Stream:
+    """Rules matched over texts read window by window; each rule fires once, at its first match."""
+
+    def __init__(self, rules: Sequence[ContentRule], target: str, gtube: bool = False):
+        self.pending = list(rules)
+        self.target = target
+        self.gtube = gtube
+        self.found: dict[str, Found] = {}
+        self.gtube_found = False
+
+    @property
+    def done(self) -> bool:
+        return not self.pending and not self.gtube
+
+    def read(self, pieces: Iterable[str]) -> None:
+        """One text (a part or a document), given in pieces; the overlap runs within it only."""
+        carry = ""  # the last OVERLAP characters of the previous normalised window
+        raw_tail = ""  # the last characters of the previous raw window (GTUBE is matched as sent)
+        for raw in windows(pieces, WINDOW):
+            if self.gtube:
+                if GTUBE in raw_tail + raw:
+                    self.gtube_found = True
+                    self.gtube = False
+                raw_tail = raw[-(len(GTUBE) - 1) :]
+            if self.pending:
+                text = carry + normalize(raw)
+                self._match(text)
+                carry = text[-OVERLAP:]
+            if self.done:
+                return
+
+    def _match(self, text: str) -> None:
+        variants: dict[bool, str] = {}
+        folded: dict[bool, str] = {}
+        fired = []
+        for rule in self.pending:
+            bare = rule.ignore_diacritics
+            if bare not in variants:
+                variants[bare] = strip_diacritics(text) if bare else text
+            variant = variants[bare]
+            if rule.prefilter is not None:
+                if bare not in folded:
+                    folded[bare] = fold(variant)
+                if not rule.prefilter.may_match(variant, folded[bare]):
+                    continue
+            match = rule.regex.search(variant)
+            if match:
+                self.found[rule.id] = Found(self.target, match.group(0))
+                fired.append(rule)
+        if fired:
+            self.pending = [r for r in self.pending if r not in fired]
+
+
+def _body_pieces(part: TextPart) -> Iterator[str]:
+    """A body part's text as the reader sees it, in pieces (HTML through the incremental reader)."""
+    if part.content_type != "text/html":
+        yield from part.pieces(WINDOW)
+        return
+    reader = HtmlText()
+    for piece in part.pieces(WINDOW):
+        text = reader.feed(piece)
+        if text:
+            yield text
+    yield reader.close()
+
+
+class ContentCheck(CheckHooks):
+    name = "content"
+    stages = frozenset({Stage.EOM})
+
+    def __init__(self, config: Config, metrics: Metrics):
+        settings = config.content
+        self.tag_threshold = settings.tag_threshold
+        self.reject_threshold = settings.reject_threshold
+        self.code = settings.reply_code
+        self.enhanced = settings.reply_enhanced
+        self.gtube = settings.gtube
+        self.metrics = metrics
+        self.budget = docs.Budget(
+            max_bytes=settings.document_max_bytes,
+            max_count=settings.document_max_count,
+            seconds=settings.document_seconds,
+            memory=settings.document_memory,
+        )
+        self.unreadable_mode = Mode.ENFORCE if settings.document_unreadable == "reject" else Mode.MONITOR
+        self.spool_dir = config.milter.spool_dir
+
+    def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
+        rules = tx.ruleset.get(RULE_KIND)
+        applying: list[ContentRule] = []
+        if isinstance(rules, ContentRules):
+            internal = tx.envelope.internal
+            applying = [rule for rule in rules.rules if rule.applies(internal)]
+        body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube)
+        if not body.done:
+            for part in tx.facts().texts:
+                body.read(_body_pieces(part))
+                if body.done:
+                    break
+        found: list[Verdict | None] = []
+        if body.gtube_found:
+            found.append(
+                Verdict(Action.CONTINUE, "content", rule="gtube", score=GTUBE_SCORE, reason="GTUBE test string")
+            )
+        document_rules = [r for r in applying if "document" in r.targets and r.id not in body.found]
+        unreadable: list[Verdict] = []
+        document = _Stream(document_rules, "document")
+        if document_rules:
+            unreadable = self._read_documents(tx, document)
+        texts = _Texts(tx)
+        for rule in applying:
+            hit = body.found.get(rule.id) or document.found.get(rule.id)
+            if hit is not None:
+                found.append(self._verdict(rule, hit.target, "", hit.matched))
+            else:
+                found.append(self._fire(rule, texts))
+        found.extend(unreadable)
+        hits = [v for v in found if v is not None]
+        refusals = [v for v in hits if v.refuses]
+        if refusals:
+            # every finding is recorded; the pipeline stops at the first refusal, put last
+            return [v for v in hits if not v.refuses] + refusals
+        return [*hits, self._score(tx.hits + hits)]
+
+    def _fire(self, rule: ContentRule, texts: _Texts) -> Verdict | None:
+        for target in rule.targets:
+            if target in STREAMED:
+                continue
+            for header in rule.headers if target == "header" else ("",):
+                candidates = texts.get(target, header, rule.ignore_diacritics)
+                if rule.prefilter is not None:
+                    folded = texts.folded(target, header, rule.ignore_diacritics)
+                    candidates = tuple(
+                        t for t, f in zip(candidates, folded, strict=True) if rule.prefilter.may_match(t, f)
+                    )
+                for text in candidates:
+                    match = rule.regex.search(text)
+                    if match:
+                        return self._verdict(rule, target, header, match.group(0))
+        return None
+
+    # ---- attached documents ----------------------------------------------------------------
+
+    def _read_documents(self, tx: Transaction, stream: _Stream) -> list[Verdict]:
+        """Match the documents' text; the verdicts of the documents that could not be read."""
+        found = docs.documents(tx.facts().parts)
+        if not found:
+            return []
+        problems: list[tuple[docs.Document, str]] = []
+        wanted: list[docs.Document] = []
+        for document in found:
+            if len(wanted) >= self.budget.max_count:
+                problems.append((document, "too-many-documents"))
+            elif document.size > self.budget.max_bytes:
+                problems.append((document, "too-large"))
+            elif document.kind == "encrypted-ooxml":
+                problems.append((document, "encrypted"))
+            else:
+                wanted.append(document)
+        # the spool directory when it exists (the daemon's), else the system's temporary directory
+        spool = self.spool_dir if self.spool_dir and os.path.isdir(self.spool_dir) else None
+        if wanted:
+            files = mime.extract(tx.raw_chunks(), [d.path for d in wanted], self.budget.max_bytes, spool)
+            try:
+                for document in wanted:
+                    if stream.done:
+                        break
+                    extracted = files.get(document.path)
+                    if extracted is None:
+                        problems.append((document, "not-found"))
+                        continue
+                    if extracted.truncated:
+                        problems.append((document, "too-large"))
+                        continue
+                    try:
+                        stream.read(docs.read_text(document, extracted.file, self.budget, spool))
+                    except docs.Unreadable as exc:
+                        problems.append((document, str(exc)))
+            finally:
+                for extracted in files.values():
+                    extracted.file.close()
+        return [self._unreadable(document, reason) for document, reason in problems]
+
+    def _unreadable(self, document: docs.Document, reason: str) -> Verdict:
+        name = _excerpt(document.name or document.path, 80)
+        return Verdict(
+            Action.REJECT,
+            "content",
+            rule="document-unreadable",
+            code=self.code,
+            enhanced=self.enhanced,
+            text=(
+                "Khong doc duoc noi dung tep dinh kem de kiem tra dau mat (QD 06/2022 Bac Ninh Dieu 6.1)"
+                " - an attached document could not be read to check it for state-secret markings"
+            ),
+            mode=self.unreadable_mode,
+            reason=f"document {document.path} {document.kind} {name!r}: {reason}",
+        )
+
+    def _verdict(self, rule: ContentRule, target: str, header: str, matched: str) -> Verdict:
+        where = f"{target} {header}" if header else target
+        reason = f"{where} matched {_excerpt(matched)!r}"
+        if rule.action == "score":
+            return Verdict(Action.CONTINUE, "content", rule=rule.id, mode=rule.mode, score=rule.score, reason=reason)
+        text = rule.reply or (
+            f"Noi dung thu vi pham quy dinh cua he thong thu cong vu (QD 06/2022 Dieu 8)"
+            f" - message refused by content rule {rule.id}"
+        )
+        return Verdict(
+            Action.REJECT,
+            "content",
+            rule=rule.id,
+            code=self.code,
+            enhanced=self.enhanced,
+            text=text,
+            mode=rule.mode,
+            score=rule.score,
+            reason=reason,
+        )
+
+    def _score(self, hits: Sequence[Verdict]) -> Verdict:
+        scored = [h for h in hits if h.score and h.rule]
+        total = sum(h.score for h in scored if h.mode is Mode.ENFORCE)
+        self.metrics.spam_score.observe(max(total, 0.0))
+        headers = [("X-Spam-Score", f"{total:.1f}")]
+        if scored:
+            headers.append(("X-Spam-Report", self._report(total, scored)))
+        if total >= self.reject_threshold:
+            top = sorted((h for h in scored if h.mode is Mode.ENFORCE), key=lambda h: -h.score)[:5]
+            names = ", ".join(f"{h.check}/{h.rule}" for h in top)
+            return Verdict(
+                Action.REJECT,
+                "content",
+                rule="spam-score",
+                code=self.code,
+                enhanced=self.enhanced,
+                text=(
+                    f"Thu bi tu choi vi bi danh gia la thu rac, diem {total:.1f} (QD 06/2022 Dieu 8.3, Dieu 10.2.c)"
+                    f" - message refused as spam, score {total:.1f} >= {self.reject_threshold:.1f}: {names}"
+                ),
+                score=0.0,
+                reason=f"score {total:.1f} >= reject threshold {self.reject_threshold:.1f}",
+                headers=tuple(headers),
+            )
+        if total >= self.tag_threshold:
+            headers.insert(0, ("X-Spam-Flag", "YES"))
+            return Verdict(
+                Action.CONTINUE,
+                "content",
+                rule="spam-tag",
+                reason=f"score {total:.1f} >= tag threshold {self.tag_threshold:.1f}",
+                headers=tuple(headers),
+            )
+        return Verdict(Action.CONTINUE, "content", reason=f"score {total:.1f}", headers=tuple(headers))
+
+    def _report(self, total: float, scored: Sequence[Verdict]) -> str:
+        items = [f"{h.check}/{h.rule}={h.score:g}" + ("(monitor)" if h.mode is Mode.MONITOR else "") for h in scored]
+        report = f"score={total:.1f} tag={self.tag_threshold:g} reject={self.reject_threshold:g} rules: " + " ".join(
+            items
+        )
+        return report if len(report) <= REPORT_LIMIT else report[: REPORT_LIMIT - 3] + "..."
+
+
+def _excerpt(text: str, limit: int = 60) -> str:
+    text = _UNSAFE.sub(" ", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def build(config: Config, metrics: Metrics) -> ContentCheck:
+    return ContentCheck(config, metrics)
