@@ -48,3 +48,12 @@ soak: deps
 clean:
 	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache
 
+# the Debian package (packaging/build-deb.sh; docs/install-package.md). DEB_VERSION_SUFFIX=+site2
+# makes a rebuild that sorts after the last one. deb-test builds, installs, runs, upgrades, purges.
+.PHONY: deb deb-test
+
+deb: $(DEBS)
+	bash packaging/build-deb.sh
+
+deb-test: deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e/test_package_e2e.py

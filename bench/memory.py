@@ -269,9 +269,8 @@ def main() -> int:
 
         if "hostile-text" in phases:
             hostile = [hostile_text(n, MIB) for n in range(20)]
-            with Sampler(pid) as sampler:
-                with ThreadPoolExecutor(len(hostile)) as pool:
-                    hostile_codes = list(pool.map(lambda data: send(smtp_port, data), hostile))
+            with Sampler(pid) as sampler, ThreadPoolExecutor(len(hostile)) as pool:
+                hostile_codes = list(pool.map(lambda data: send(smtp_port, data), hostile))
             figures["hostile_text_20x1mb_peak_rss_sampled_mb"] = mb(sampler.peak)
             figures["hostile_text_20x1mb_replies"] = {c: hostile_codes.count(c) for c in set(hostile_codes)}
             with Sampler(pid) as sampler:

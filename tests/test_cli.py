@@ -52,3 +52,18 @@ def test_scan_reads_stdin_and_reports_a_refusal_with_exit_0() -> None:
 def test_scan_usage_error_exits_2() -> None:
     assert scan("--rcpt", "x@example.com", "-", stdin=MESSAGE).returncode == 2
     assert scan("--skip", "nosuchcheck", "--mail-from", "a@b", "--rcpt", "x@y", "-", stdin=MESSAGE).returncode == 2
+
+
+def test_rules_keys_prints_the_block_each_kind_of_rule_file_carries() -> None:
+    from govmilter.ruleset.schema import header_block
+
+    result = subprocess.run(
+        [sys.executable, "-m", "govmilter", "rules", "keys", "dnsbl"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip("\n") == header_block((ROOT / "rules" / "dnsbl.toml").read_text())
+    unknown = subprocess.run(
+        [sys.executable, "-m", "govmilter", "rules", "keys", "dnsbI"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert unknown.returncode == 2
+    assert "unknown kind 'dnsbI'" in unknown.stderr

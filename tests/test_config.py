@@ -99,3 +99,59 @@ def test_config_check_prints_a_summary_and_exits_0() -> None:
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
     assert "5000 bytes" in result.stdout
+
+
+# --- reply texts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("antivirus.reply_text_virus='virus {sigature}'", r"\[antivirus\] reply_text_virus: unknown placeholder"),
+        ("size.reply_text_attachment_cap='{limit:x} bytes'", r"\[size\] reply_text_attachment_cap: .*plain"),
+        ("dnsbl.reply_text='{zone!r}'", r"\[dnsbl\] reply_text: .*plain"),
+        ("content.reply_text_spam='{score.__class__}'", r"\[content\] reply_text_spam: .*plain"),
+        ("attachments.reply_text='unclosed {name'", r"\[attachments\] reply_text:"),
+        ('forwarding.reply_text="two\\nlines"', r"\[forwarding\] reply_text: a reply text is one line"),
+        ("forwarding.reply_text_inbound=''", r"\[forwarding\] reply_text_inbound: a reply text is one line"),
+        ("antivirus.reply_text_virus='virus {signature} 100%'", r"printable ASCII without '%'"),
+        ("size.reply_text_parse_error='Thư quá lớn'", r"\[size\] reply_text_parse_error: .*printable ASCII"),
+        ("content.reply_text_unreadable='{rule}'", r"unknown placeholder \{rule\} \(this text may use: none\)"),
+    ],
+)
+def test_a_reply_text_with_a_name_its_check_does_not_fill_in_is_a_configuration_error(
+    item: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, [item])
+
+
+def test_every_reply_text_default_fills_in_only_its_own_names() -> None:
+    from govmilter.config import _TEMPLATES, template_names
+
+    config = Config()
+    for (table, key), allowed in _TEMPLATES.items():
+        text = getattr(getattr(config, table), key)
+        assert template_names(text) <= allowed, (table, key)
+    keys = {
+        (table.name, key.name)
+        for table in dataclasses.fields(Config)
+        if table.name != "source"
+        for key in dataclasses.fields(typing.get_type_hints(Config)[table.name])
+        if key.name.startswith("reply_text")
+    }
+    assert keys == set(_TEMPLATES), "every reply_text* key is checked as a template, and only those"
+
+
+def test_a_configured_reply_text_is_the_one_the_check_answers_with() -> None:
+    from govmilter.checks.antivirus.check import found
+    from govmilter.checks.size import build as build_size
+    from govmilter.metrics import Metrics
+
+    config = load_config(None, ["size.reply_text_attachment_cap='Qua {found} > {limit} {{x}}'"])
+    check = build_size(config, Metrics())
+    assert check.replies.reply_text_attachment_cap == "Qua {found} > {limit} {{x}}"
+    from govmilter.checks.size import over_cap
+
+    assert over_cap(check.replies, 10, 11).text == "Qua 11 > 10 {x}"
+    assert found("Eicar-Signature", "virus {signature}!").text == "virus Eicar-Signature!"

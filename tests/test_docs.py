@@ -4,6 +4,9 @@
   labels, and no row for a metric that does not exist;
 - docs/operating.md has one row per configuration key (config.py's dataclasses and
   config.example.toml), under the heading of its table, with the default the code uses;
+- each kind of rule file has its key block, printed from the code's schema, at the top of one
+  file of rules/ (and that block only), the key table of docs/officers.md names the schema's
+  keys, and every compiler accepts exactly the keys of its schema;
 - every relative link of README.md and docs/*.md reaches an existing file and heading, and
   every repository path written in backticks exists;
 - no file of the repository points to notes outside it: a clone stands alone.
@@ -24,6 +27,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from govmilter.config import Config
 from govmilter.metrics import Metrics
+from govmilter.pipeline import rule_compilers, rule_schemas
+from govmilter.ruleset import RuleErrors, RuleFile
+from govmilter.ruleset.schema import header_block, id_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -173,6 +179,81 @@ def test_documented_and_example_defaults_are_the_code_defaults() -> None:
     for key, value in example_keys().items():
         assert key in code, f"config.example.toml: [{key[0]}] {key[1]} is not a key of config.py"
         assert value == code[key], f"config.example.toml: [{key[0]}] {key[1]} = {value!r}, the default is {code[key]!r}"
+
+
+# --- (b2) rule keys --------------------------------------------------------------------------------
+
+
+def rule_files_by_kind() -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    for path in sorted((ROOT / "rules").glob("*.toml")):
+        found.setdefault(tomllib.loads(path.read_text())["kind"], []).append(path)
+    return found
+
+
+def test_each_kind_of_rule_file_carries_the_key_block_of_its_schema_once() -> None:
+    schemas = rule_schemas()
+    by_kind = rule_files_by_kind()
+    assert set(schemas) == set(by_kind) == {"forwarding", "attachments", "dnsbl", "content"}
+    for kind, schema in schemas.items():
+        blocks = {path: header_block(path.read_text()) for path in by_kind[kind]}
+        holders = [path for path, block in blocks.items() if block is not None]
+        assert len(holders) == 1, f"kind {kind}: the key block is in {holders}, expected in exactly one file"
+        assert blocks[holders[0]] == schema.header(), (
+            f"{holders[0].relative_to(ROOT)}: the key block is not the schema's; replace it with the output"
+            f" of `govmilter rules keys {kind}`:\n{schema.header()}"
+        )
+        header = holders[0].read_text().split("\nkind = ")[0]
+        assert header.count("# --- keys: ") == 1, f"{holders[0]}: one key block, at the top"
+        for other in by_kind[kind]:
+            if other not in holders:  # the other files of the kind point to the one that describes
+                assert holders[0].name in other.read_text(), f"{other.name} does not name {holders[0].name}"
+
+
+def test_officers_key_table_names_the_keys_of_each_schema() -> None:
+    schemas = rule_schemas()
+    rows: dict[str, set[str]] = {}
+    for _, line in prose_lines((DOCS / "officers.md").read_text()):
+        row = re.match(r"^\| `(\w+)` \| `(rules/[\w.-]+)` \| (.*) \|$", line)
+        if row and row.group(1) in schemas:
+            holder = ROOT / row.group(2)
+            assert header_block(holder.read_text()) is not None, f"officers.md: {row.group(2)} has no key block"
+            rows[row.group(1)] = {name.strip("[]") for name in re.findall(r"`([^`]+)`", row.group(3))}
+    assert set(rows) == set(schemas), "docs/officers.md: one row per kind of rule file"
+    for kind, schema in schemas.items():
+        declared = schema.names | (schema.file_names - {"kind"})
+        assert rows[kind] == declared, f"docs/officers.md, kind {kind}: {sorted(rows[kind] ^ declared)}"
+
+
+@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "content"])
+def test_each_compiler_accepts_exactly_the_keys_of_its_schema(kind: str) -> None:
+    """An entry and a file with every declared key draw no "unknown key"; one more key does."""
+    schema = rule_schemas()[kind]
+    compile_rules = rule_compilers()[kind]
+
+    def unknown_keys(file_data: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+        data = {"kind": kind, **file_data, schema.table: [{"id": "x", **entry}]}
+        try:
+            compile_rules([RuleFile(f"rules/{kind}.toml", "", data)])
+        except RuleErrors as exc:
+            return [p.message for p in exc.problems if "unknown key" in p.message]
+        return []
+
+    every_file_key = {key.name: None for key in schema.file_keys}
+    every_entry_key = {key.name: None for key in schema.keys if key.name != "id"}
+    assert unknown_keys(every_file_key, every_entry_key) == []
+    assert any("'not_a_key'" in m for m in unknown_keys({}, {"not_a_key": 1}))
+    assert any("'not_a_key'" in m for m in unknown_keys({"not_a_key": 1}, {}))
+
+
+@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "content"])
+@pytest.mark.parametrize("bad", ["", "bad id", "é", "a" * 65, "-x", 7])
+def test_every_kind_refuses_a_bad_rule_id_with_the_same_words(kind: str, bad: object) -> None:
+    schema = rule_schemas()[kind]
+    data = {"kind": kind, schema.table: [{"id": bad}]}
+    with pytest.raises(RuleErrors) as error:
+        rule_compilers()[kind]([RuleFile(f"rules/{kind}.toml", "", data)])
+    assert any(id_problem(bad) in p.message for p in error.value.problems), error.value.problems
 
 
 # --- (c) links and paths -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from govmilter.domains import (
     is_under,
     normalize_address,
     normalize_domain,
+    registered_domain,
     split_address,
 )
 
@@ -100,3 +101,34 @@ def test_addresses() -> None:
     assert normalize_address("") == ""
     assert domain_of("a@Hanoi.Gov.Vn") == "hanoi.gov.vn"
     assert domain_of("hanoi.gov.vn") == "hanoi.gov.vn"
+
+
+@pytest.mark.parametrize(
+    ("host", "registered"),
+    [
+        ("a.b.shop.com.vn", "shop.com.vn"),
+        ("mail.bacninh.gov.vn", "bacninh.gov.vn"),  # gov.vn is a public suffix: each province registers its own
+        ("sotttt.hanoi.gov.vn", "hanoi.gov.vn"),
+        ("x.y.khuyenmai.id.vn", "khuyenmai.id.vn"),  # id.vn, io.vn, ai.vn: second-level names for anyone
+        ("trung.thuong.io.vn", "thuong.io.vn"),
+        ("vay.ai.vn", "vay.ai.vn"),
+        ("www.xoso.hanoi.vn", "xoso.hanoi.vn"),  # the provincial names under .vn are public suffixes
+        ("a.b.danang.vn", "b.danang.vn"),
+        ("mail.example.co.uk", "example.co.uk"),
+        ("x.y.example.org", "example.org"),
+        ("gov.vn", "gov.vn"),  # a public suffix itself is returned as it is
+        ("io.vn", "io.vn"),
+        ("vn", "vn"),
+    ],
+)
+def test_registered_domain_follows_the_public_suffix_list(host: str, registered: str) -> None:
+    assert registered_domain(host) == registered
+
+
+def test_the_public_suffix_list_is_the_bundled_one_and_knows_the_vietnamese_names() -> None:
+    from publicsuffixlist import PublicSuffixList
+
+    psl = PublicSuffixList()  # the list shipped inside the package, read from disk: no download
+    for suffix in ("gov.vn", "id.vn", "io.vn", "ai.vn", "hanoi.vn", "bacninh.vn", "com.vn"):
+        assert psl.is_public(suffix), suffix
+    assert not psl.is_public("bacninh.gov.vn")

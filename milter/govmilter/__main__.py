@@ -1,4 +1,4 @@
-"""Command line: run | scan | rules check | config check | version."""
+"""Command line: run | scan | rules check | rules keys | config check | version."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from govmilter import __version__
 from govmilter.config import Config, ConfigError, load_config, summary
 from govmilter.logfmt import FORMAT, OneLineFormatter
 from govmilter.metrics import Metrics
-from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers
+from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers, rule_schemas
 from govmilter.ruleset import RuleErrors, load_ruleset
 
 DEFAULT_CONFIG = "/etc/govmilter/govmilter.toml"
@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     rules_check = rules_commands.add_parser("check", help="validate the rule files; non-zero exit on any error")
     _common(rules_check)
     rules_check.add_argument("dir", nargs="?", help="rule directory (default: [rules] dir of the config)")
+    rules_keys = rules_commands.add_parser("keys", help="print the keys of a kind of rule file (the header block)")
+    rules_keys.add_argument("kind", nargs="?", help="forwarding, attachments, dnsbl or content (default: all)")
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -139,6 +141,16 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_keys(args: argparse.Namespace) -> int:
+    schemas = rule_schemas()
+    if args.kind and args.kind not in schemas:
+        print(f"unknown kind {args.kind!r}; known: {', '.join(schemas)}", file=sys.stderr)
+        return EXIT_USAGE
+    kinds = [args.kind] if args.kind else list(schemas)
+    print("\n\n".join(schemas[kind].header() for kind in kinds))
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     print(summary(_load(args)))
     return 0
@@ -152,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scan":
             return cmd_scan(args)
         if args.command == "rules":
-            return cmd_rules_check(args)
+            return cmd_rules_keys(args) if args.rules_command == "keys" else cmd_rules_check(args)
         if args.command == "config":
             return cmd_config_check(args)
         print(f"govmilter {__version__}")

@@ -9,15 +9,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
+import string
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govmilter import regulations as reg
 
-class ConfigError(Exception):
-    """A configuration problem, with the file, table and key it concerns."""
+
+class ConfigError(ValueError):
+    """A configuration problem (a bad value), with the file, table and key it concerns."""
 
 
 # A clamd address as configured ([antivirus] clamd): validated here, connected to by clients/clamd.py.
@@ -83,12 +86,12 @@ class ForwardingConfig:
     reply_code: str = "550"
     reply_enhanced: str = "5.7.520"
     reply_text: str = (
-        "Chuyen tiep tu dong ra ngoai he thong thu cong vu bi cam (QD 06/2022 Dieu 8.5)"
+        f"Chuyen tiep tu dong ra ngoai he thong thu cong vu bi cam ({reg.FORWARDING})"
         " - automatic forwarding to non-government domains is not allowed"
     )
     reply_text_inbound: str = (
         "Chuyen tiep tu dong tu hop thu ngoai nha nuoc vao hop thu cong vu bi cam"
-        " (QD 06/2022 Dieu 8.5) - automatic forwarding from non-government mailboxes is not allowed"
+        f" ({reg.FORWARDING}) - automatic forwarding from non-government mailboxes is not allowed"
     )
     memory_ttl: int = 604800  # seconds an inbound Message-ID is remembered (7 days)
     memory_max_entries: int = 200000  # bound of the in-process memory
@@ -109,11 +112,46 @@ class SizeConfig:
     # Content-Transfer-Encoding or Content-Disposition fields) and a header flood
     malformed_action: str = "reject"
     text_memory: int = 1048576  # characters of a message's text kept in memory; the rest spills to disk
+    # reply texts; {names} in braces are filled in (the names each text may use are in _TEMPLATES)
+    reply_text_attachment_cap: str = (
+        f"Tep dinh kem vuot qua gioi han {{limit}} byte: tong dung luong {{found}} byte ({reg.ATTACHMENT_CAP})"
+        " - attachments exceed the limit of {limit} bytes: {found} bytes found"
+    )
+    reply_text_declared_size: str = (
+        "Kich thuoc khai bao {declared} byte vuot qua muc toi da {ceiling} byte"
+        f" cua gioi han tep dinh kem {{limit}} byte ({reg.ATTACHMENT_CAP})"
+        " - declared SIZE={declared} exceeds the maximum of {ceiling} bytes for the attachment limit of {limit} bytes"
+    )
+    reply_text_raw_size: str = (
+        "Thu da vuot qua {ceiling} byte (da nhan {received} byte), muc toi da"
+        f" cua gioi han tep dinh kem {{limit}} byte ({reg.ATTACHMENT_CAP})"
+        " - message passed {ceiling} bytes ({received} received),"
+        " the maximum for the attachment limit of {limit} bytes"
+    )
+    reply_text_parse_error: str = (
+        f"Cau truc MIME cua thu vuot qua gioi han kiem tra ({reg.ATTACHMENT_CAP})"
+        " - the MIME structure of the message exceeds the limits of inspection"
+    )
+    reply_text_parse_error_tempfail: str = (
+        "Khong phan tich duoc cau truc MIME cua thu, vui long gui lai sau"
+        " - the MIME structure of the message could not be analysed, try again later"
+    )
+    reply_text_malformed: str = (
+        "Thu co cau truc khong hop le: {what_vi}, cac chuong trinh doc thu hieu khac nhau"
+        " - malformed message: {what_en}, which mail programs read differently"
+    )
+    reply_text_malformed_tempfail: str = (
+        "Thu co cau truc khong hop le ({what_vi}), vui long gui lai sau"
+        " - malformed message ({what_en}), try again later"
+    )
 
 
 @dataclass(frozen=True)
 class AttachmentsConfig:
     enabled: bool = True
+    reply_text: str = (
+        f"Tep dinh kem bi chan, {{what_vi}}: {{name}} ({reg.MALWARE}) - attachment refused, {{what_en}}: {{name}}"
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +177,33 @@ class AntivirusConfig:
     breaker_cooldown: float = 10.0  # seconds before an open circuit is tried again
     cache_ttl: float = 300.0  # seconds a copy of a scanned message reuses its answer; 0 scans every copy
     cache_entries: int = 10000
+    reply_text_virus: str = f"Thu co chua virus {{signature}} ({reg.MALWARE}) - virus found: {{signature}}"
+    reply_text_scan_failed: str = (
+        f"Khong quet duoc virus, thu bi tu choi ({reg.MALWARE})"
+        " - the message could not be scanned for viruses and is refused"
+    )
+    reply_text_scan_failed_tempfail: str = (
+        f"Tam thoi khong quet duoc virus, vui long gui lai sau ({reg.MALWARE})"
+        " - virus scanning is temporarily unavailable, please try again later"
+    )
+    reply_text_size_limit: str = (
+        f"Thu qua lon de quet virus, thu bi tu choi ({reg.MALWARE})"
+        " - the message is too large to be scanned for viruses and is refused"
+    )
+    reply_text_size_limit_tempfail: str = (
+        f"Thu qua lon de quet virus luc nay, vui long gui lai sau ({reg.MALWARE})"
+        " - the message is too large for the virus scanner now, please try again later"
+    )
+    reply_text_expansion_limit: str = (
+        f"Thu chua tep nen giai nen qua lon de quet virus (bom nen), thu bi tu choi ({reg.MALWARE})"
+        " - the message holds a compressed file that expands past the virus scanner's limits"
+        " (a compression bomb) and is refused"
+    )
+    reply_text_expansion_limit_tempfail: str = (
+        f"Thu chua tep nen giai nen qua lon de quet virus, vui long gui lai sau ({reg.MALWARE})"
+        " - the message holds a compressed file that expands past the virus scanner's limits,"
+        " please try again later"
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +219,10 @@ class DnsblConfig:
     max_uri_domains: int = 20  # link domains looked up per message
     breaker_rounds: int = 3  # rounds in a row with no answer at all before lookups pause (0 = never)
     breaker_cooldown: float = 10.0  # seconds lookups pause after a silent resolver
+    reply_text: str = (
+        f"{{what_vi}} {{subject}} nam trong danh sach chan thu rac {{zone}} ({reg.BLOCKLISTS})"
+        " - {what_en} {subject} is listed by {zone}"
+    )
 
 
 @dataclass(frozen=True)
@@ -170,6 +239,19 @@ class ContentConfig:
     document_seconds: float = 10.0  # wall-clock seconds per document (pdftotext is killed after)
     document_memory: int = 536870912  # address space of pdftotext, bytes (512 MiB)
     document_unreadable: str = "monitor"  # encrypted, damaged or over budget: monitor (log, count, tag) | reject
+    # the refusal by a reject rule that has no reply of its own
+    reply_text: str = (
+        f"Noi dung thu vi pham quy dinh cua he thong thu cong vu ({reg.CONTENT})"
+        " - message refused by content rule {rule}"
+    )
+    reply_text_spam: str = (
+        f"Thu bi tu choi vi bi danh gia la thu rac, diem {{score}} ({reg.SPAM_SCORE})"
+        " - message refused as spam, score {score} >= {threshold}: {rules}"
+    )
+    reply_text_unreadable: str = (
+        f"Khong doc duoc noi dung tep dinh kem de kiem tra dau mat ({reg.SECRET_MARKINGS})"
+        " - an attached document could not be read to check it for state-secret markings"
+    )
 
 
 @dataclass(frozen=True)
@@ -210,6 +292,59 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("content", "document_unreadable"): ("monitor", "reject"),
 }
+
+
+# The names each reply text may fill in: checked when the configuration is read, so a typo in a
+# text is a configuration error, never a failure while answering a message.
+_TEMPLATES: dict[tuple[str, str], frozenset[str]] = {
+    ("forwarding", "reply_text"): frozenset(),
+    ("forwarding", "reply_text_inbound"): frozenset(),
+    ("size", "reply_text_attachment_cap"): frozenset({"limit", "found"}),
+    ("size", "reply_text_declared_size"): frozenset({"limit", "ceiling", "declared"}),
+    ("size", "reply_text_raw_size"): frozenset({"limit", "ceiling", "received"}),
+    ("size", "reply_text_parse_error"): frozenset(),
+    ("size", "reply_text_parse_error_tempfail"): frozenset(),
+    ("size", "reply_text_malformed"): frozenset({"what_vi", "what_en"}),
+    ("size", "reply_text_malformed_tempfail"): frozenset({"what_vi", "what_en"}),
+    ("attachments", "reply_text"): frozenset({"what_vi", "what_en", "name"}),
+    ("antivirus", "reply_text_virus"): frozenset({"signature"}),
+    ("antivirus", "reply_text_scan_failed"): frozenset(),
+    ("antivirus", "reply_text_scan_failed_tempfail"): frozenset(),
+    ("antivirus", "reply_text_size_limit"): frozenset(),
+    ("antivirus", "reply_text_size_limit_tempfail"): frozenset(),
+    ("antivirus", "reply_text_expansion_limit"): frozenset(),
+    ("antivirus", "reply_text_expansion_limit_tempfail"): frozenset(),
+    ("dnsbl", "reply_text"): frozenset({"what_vi", "what_en", "subject", "zone"}),
+    ("content", "reply_text"): frozenset({"rule"}),
+    ("content", "reply_text_spam"): frozenset({"score", "threshold", "rules"}),
+    ("content", "reply_text_unreadable"): frozenset(),
+}
+
+
+def template_names(text: str) -> set[str]:
+    """The {names} a reply text fills in; ValueError for a malformed one, a format spec or a conversion."""
+    names: set[str] = set()
+    for _, name, spec, conversion in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            raise ValueError(f"{{{name}}}: only plain {{name}} placeholders are filled in")
+        names.add(name)
+    return names
+
+
+def _check_reply(where: str, text: str, allowed: frozenset[str]) -> None:
+    # what the adapter would have to mangle is refused here: libmilter drops a reply with a '%'
+    if not text or len(text) > 500 or not all(" " <= c < "\x7f" and c != "%" for c in text):
+        raise ConfigError(f"{where}: a reply text is one line of printable ASCII without '%', at most 500 characters")
+    try:
+        names = template_names(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    unknown = sorted(names - allowed)
+    if unknown:
+        offered = ", ".join("{" + n + "}" for n in sorted(allowed)) or "none"
+        raise ConfigError(f"{where}: unknown placeholder {{{unknown[0]}}} (this text may use: {offered})")
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -305,7 +440,7 @@ def _validate(config: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"{src}: [network] trusted_relays: {relay!r} is not a network") from exc
     socket = config.milter.socket
-    if not (socket.startswith("unix:") or socket.startswith("inet:") or socket.startswith("inet6:")):
+    if not socket.startswith(("unix:", "inet:", "inet6:")):
         raise ConfigError(f"{src}: [milter] socket = {socket!r}: expected unix:PATH or inet:PORT@HOST")
     try:
         int(config.milter.socket_mode, 8)
@@ -349,6 +484,8 @@ def _validate(config: Config) -> None:
         )
     if content.document_memory < 16 * 1024 * 1024:
         raise ConfigError(f"{src}: [content] document_memory must be at least 16777216 (16 MiB)")
+    for (table, key), allowed in _TEMPLATES.items():
+        _check_reply(f"{src}: [{table}] {key}", getattr(getattr(config, table), key), allowed)
     if config.metrics.listen:
         host, sep, port = config.metrics.listen.rpartition(":")
         if not sep or not port.isdigit() or not host:

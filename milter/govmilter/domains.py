@@ -1,7 +1,9 @@
 """Domain classes for the forwarding rule: local, government, everything else.
 
-A domain belongs to a configured name when it is that name or lies under it on a
-label boundary: `evilgov.vn` is not under `gov.vn`, `gov.vn.evil.com` is not
+The registered domain of a name (what a registrant holds, `registered_domain`) comes from
+the Public Suffix List bundled with the `publicsuffixlist` package: no download at run time,
+the list of the pinned version (pyproject.toml). A domain belongs to a configured name when
+it is that name or lies under it on a label boundary: `evilgov.vn` is not under `gov.vn`, `gov.vn.evil.com` is not
 either, `GOV.VN.` is `gov.vn`. Names are compared IDNA-normalised (A-labels,
 lower case, no trailing dot), so a Unicode spelling and its punycode agree.
 """
@@ -12,6 +14,8 @@ import enum
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from publicsuffixlist import PublicSuffixList
 
 # Dots that IDNA treats as label separators (RFC 3490 section 3.1).
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
@@ -27,6 +31,24 @@ class DomainClass(enum.Enum):
     def government(self) -> bool:
         """Local domains are government domains too: they are the state body's own."""
         return self is not DomainClass.OTHER
+
+
+@functools.cache  # read once per process, on first use (about 50 ms), not at import
+def _suffixes() -> PublicSuffixList:
+    # ICANN and private sections both: a name under a hosting suffix (github.io, blogspot.com) is
+    # its own registrant's, which is the level blocklists list it at.
+    return PublicSuffixList()
+
+
+@functools.lru_cache(maxsize=4096)
+def registered_domain(host: str) -> str:
+    """The name a registrant holds, from the Public Suffix List: `a.b.shop.com.vn` -> `shop.com.vn`,
+    `x.hanoi.gov.vn` -> `hanoi.gov.vn` (gov.vn is a public suffix: each province registers its own).
+
+    `host` is a normalised name (normalize_domain); a public suffix itself (`gov.vn`, `io.vn`) or a
+    name outside the list's view is returned as it is.
+    """
+    return _suffixes().privatesuffix(host) or host
 
 
 @functools.lru_cache(maxsize=4096)  # a pure function of names that recur on every message

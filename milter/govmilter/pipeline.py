@@ -24,6 +24,7 @@ from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import Stage, Transaction, Verdict, tempfail
 from govmilter.ruleset import Compiler
+from govmilter.ruleset.schema import Schema
 
 log = logging.getLogger("govmilter.pipeline")
 
@@ -49,16 +50,17 @@ class CheckSpec:
     build: Builder
     rule_kind: str | None = None  # the kind of rule file this check compiles
     compile_rules: Compiler | None = None
+    rule_schema: Schema | None = None  # its keys: name, type, default, meaning
 
 
 # The order in which checks run within a stage. Cheap, decisive checks first.
 CHECK_TABLE: tuple[CheckSpec, ...] = (
-    CheckSpec("forwarding", forwarding.build, forwarding.RULE_KIND, forwarding.compile_rules),
+    CheckSpec("forwarding", forwarding.build, forwarding.RULE_KIND, forwarding.compile_rules, forwarding.SCHEMA),
     CheckSpec("size", size.build),
-    CheckSpec("attachments", attachments.build, attachments.RULE_KIND, attachments.compile_rules),
+    CheckSpec("attachments", attachments.build, attachments.RULE_KIND, attachments.compile_rules, attachments.SCHEMA),
     CheckSpec("antivirus", antivirus.build),
-    CheckSpec("dnsbl", dnsbl.build, dnsbl.RULE_KIND, dnsbl.compile_rules),
-    CheckSpec("content", content.build, content.RULE_KIND, content.compile_rules),
+    CheckSpec("dnsbl", dnsbl.build, dnsbl.RULE_KIND, dnsbl.compile_rules, dnsbl.SCHEMA),
+    CheckSpec("content", content.build, content.RULE_KIND, content.compile_rules, content.SCHEMA),
 )
 
 CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
@@ -67,6 +69,11 @@ CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
 def rule_compilers() -> dict[str, Compiler]:
     """Each check module that owns a kind of rule file contributes its compiler."""
     return {spec.rule_kind: spec.compile_rules for spec in CHECK_TABLE if spec.rule_kind and spec.compile_rules}
+
+
+def rule_schemas() -> dict[str, Schema]:
+    """The declared keys of each kind of rule file, by kind."""
+    return {spec.rule_kind: spec.rule_schema for spec in CHECK_TABLE if spec.rule_kind and spec.rule_schema}
 
 
 def build_checks(config: Config, metrics: Metrics, skip: Iterable[str] = ()) -> list[Check]:

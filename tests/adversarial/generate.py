@@ -1049,7 +1049,7 @@ def _cap_cases() -> None:
     inner_body = printable_lines(over, SEED + 1)
     for name, wrap in (
         ("attached", lambda inner: rfc822(inner, "thu.eml")),
-        ("inline", lambda inner: rfc822(inner)),
+        ("inline", rfc822),
     ):
         cid = f"cap-eml-8bit-{name}"
         inner = inner_message("Bang so lieu", part(inner_body, "text/plain; charset=us-ascii"))

@@ -7,6 +7,7 @@ paths are always tested against the real clamd.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -91,10 +92,8 @@ class FakeClamd:
         self.listener.close()
         with self.changed:
             for conn in self._connections:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def __enter__(self) -> FakeClamd:
         self._thread.start()

@@ -34,16 +34,15 @@ from typing import Any
 import magic
 
 from govmilter.checks import CheckHooks
-from govmilter.config import Config
+from govmilter.config import AttachmentsConfig, Config
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Part, Stage, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem, parse_mode
-from govmilter.ruleset.entries import ID_RE
+from govmilter.ruleset.schema import REQUIRED, Key, Schema, id_problem
 
 log = logging.getLogger("govmilter.attachments")
 
 RULE_KIND = "attachments"
-REGULATION = "QD 06/2022 Dieu 8.2"
 
 # what each kind of rule needs: its required list keys and its words in the reply
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -64,11 +63,61 @@ _WORDS: dict[str, tuple[str, str]] = {
     "encrypted-archive": ("tep nen co mat khau", "encrypted archive"),
     "archive-bomb": ("tep nen bung ra qua lon (bom nen)", "archive expands too far (zip bomb)"),
 }
-_RULE_KEYS = frozenset(
-    {"id", "description", "mode", "match", "types", "extensions", "decoys", "max_expanded", "max_ratio", "unreadable"}
+SCHEMA = Schema(
+    RULE_KIND,
+    "rule",
+    (
+        Key("id", "text", REQUIRED, "unique name: the log, the metric label and the X-Govmilter-Monitor header"),
+        Key("description", "text", REQUIRED, "what the rule is for"),
+        Key("mode", "enforce | monitor", '"enforce"', "enforce: refuse (550 5.7.1); monitor: log, count and tag only"),
+        Key(
+            "match",
+            " | ".join(_NEEDS),
+            REQUIRED,
+            'true-type: the content\'s real type by libmagic, whatever the name: needs types (MIME types; shell '
+            'patterns such as "application/x-*" allowed)\n'
+            "extension: the last extension of the file name: needs extensions\n"
+            "mismatch: a name ending in one of extensions on content of one of types\n"
+            'double-extension: one of decoys followed by one of extensions ("hoadon.pdf.exe"), and any name using '
+            "Unicode direction controls to hide its ending; without decoys, any short extension counts as a decoy\n"
+            "archive-extension: a name inside a zip (read from its directory, never extracted) ending in one of "
+            "extensions\n"
+            "encrypted-archive: a zip with encrypted entries: antivirus cannot scan inside\n"
+            "archive-bomb: a zip that would expand too far, read from its directory (never extracted): "
+            "max_expanded, max_ratio, unreadable",
+        ),
+        Key("types", "list of text", "[]", "libmagic MIME types, shell patterns allowed"),
+        Key(
+            "extensions",
+            "list of text",
+            "[]",
+            "without the dot, lower-case; names are compared the way Windows reads them: case-insensitive, "
+            "trailing dots and spaces ignored",
+        ),
+        Key("decoys", "list of text", "[]", "double-extension: the extensions used as a disguise"),
+        Key(
+            "max_expanded",
+            "integer",
+            "0",
+            "archive-bomb only: bytes all entries expand to (0: no limit)",
+        ),
+        Key(
+            "max_ratio",
+            "number",
+            "0",
+            "archive-bomb only: uncompressed / compressed size of one entry, counted for entries of 64 KiB "
+            "compressed or more (0: no limit)",
+        ),
+        Key(
+            "unreadable",
+            "true or false",
+            "true",
+            "archive-bomb only: a zip whose directory could not be read whole (broken, larger than the 128 KiB "
+            "kept, more than 1000 names) matches too: its names and sizes were not seen",
+        ),
+    ),
 )
 _BOMB_KEYS = frozenset({"max_expanded", "max_ratio", "unreadable"})
-_TOP_KEYS = frozenset({"kind", "rule"})
 
 # Unicode controls that reorder how a name is shown ("abc\u202efdp.exe" reads "abcexe.pdf")
 _DIRECTION_CONTROLS = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -100,7 +149,7 @@ def compile_rules(files: Sequence[RuleFile]) -> AttachmentRules:
     rules: list[AttachmentRule] = []
     seen: set[str] = set()
     for rule_file in files:
-        for key in sorted(set(rule_file.data) - _TOP_KEYS):
+        for key in sorted(set(rule_file.data) - SCHEMA.file_names):
             problems.append(rule_file.problem("", f"unknown key {key!r} (expected kind and [[rule]] tables)"))
         entries = rule_file.data.get("rule", [])
         if not isinstance(entries, list):
@@ -122,18 +171,17 @@ def _compile_one(
         problems.append(rule_file.problem("", "each [[rule]] must be a table"))
         return None
     rule_id = entry.get("id")
+    problem = id_problem(rule_id)  # ids are metric labels, header text and SMTP reply text
     if not isinstance(rule_id, str) or not rule_id.strip():
-        problems.append(rule_file.problem("", "a rule without an id"))
+        problems.append(rule_file.problem("", problem))
         return None
     found = len(problems)
-    if not ID_RE.match(rule_id):
-        # ids are metric labels, header text and SMTP reply text, as in the other rule files
-        message = f"id = {rule_id!r}: expected letters, digits, '.', '_' or '-' (at most 64)"
-        problems.append(rule_file.problem(rule_id, message))
+    if problem:
+        problems.append(rule_file.problem(rule_id, problem))
     if rule_id in seen:
         problems.append(rule_file.problem(rule_id, "duplicate rule id"))
     seen.add(rule_id)
-    for key in sorted(set(entry) - _RULE_KEYS):
+    for key in sorted(set(entry) - SCHEMA.names):
         problems.append(rule_file.problem(rule_id, f"unknown key {key!r}"))
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():
@@ -294,8 +342,9 @@ class AttachmentsCheck(CheckHooks):
     name = "attachments"
     stages = frozenset({Stage.EOM})
 
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, reply_text: str = AttachmentsConfig.reply_text):
         self.metrics = metrics
+        self.reply_text = reply_text
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         compiled: AttachmentRules | None = tx.ruleset.get(RULE_KIND)
@@ -307,7 +356,7 @@ class AttachmentsCheck(CheckHooks):
                 why = _matches(rule, subject)
                 if not why:
                     continue
-                verdict = _verdict(rule, subject, why)
+                verdict = _verdict(rule, subject, why, self.reply_text)
                 if verdict.refuses:
                     return [*monitored, verdict]  # the first enforced finding decides
                 monitored.append(verdict)
@@ -322,7 +371,7 @@ def _subjects(parts: Iterable[Part]) -> Iterable[_Subject]:
             yield _Subject(part, name, extensions_of(name))
 
 
-def _verdict(rule: AttachmentRule, subject: _Subject, why: str) -> Verdict:
+def _verdict(rule: AttachmentRule, subject: _Subject, why: str, template: str) -> Verdict:
     words_vi, words_en = _WORDS[rule.match]
     name = reply_name(subject.part.filename)
     return Verdict(
@@ -331,11 +380,11 @@ def _verdict(rule: AttachmentRule, subject: _Subject, why: str) -> Verdict:
         rule=rule.id,
         code="550",
         enhanced="5.7.1",
-        text=f"Tep dinh kem bi chan, {words_vi}: {name} ({REGULATION}) - attachment refused, {words_en}: {name}",
+        text=template.format(what_vi=words_vi, what_en=words_en, name=name),
         mode=rule.mode,
         reason=f"part {subject.part.path}: {why} ({rule.description})",
     )
 
 
 def build(config: Config, metrics: Metrics) -> AttachmentsCheck:
-    return AttachmentsCheck(metrics)
+    return AttachmentsCheck(metrics, config.attachments.reply_text)

@@ -21,17 +21,51 @@ from dataclasses import dataclass
 
 from govmilter.checks import CheckHooks
 from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
-from govmilter.config import Config
-from govmilter.domains import Domains, is_under, normalize_domain
+from govmilter.config import Config, DnsblConfig
+from govmilter.domains import Domains, is_under, normalize_domain, registered_domain
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import entries
+from govmilter.ruleset.schema import REQUIRED, Key, Schema
 from govmilter.text.normalize import windows
 
 RULE_KIND = "dnsbl"
 ZONE_TYPES = ("ip", "rhsbl", "uribl")
-ZONE_KEYS = frozenset({"id", "description", "zone", "type", "codes", "mask", "weight", "mode", "reject", "ipv6"})
+SCHEMA = Schema(
+    RULE_KIND,
+    "zone",
+    (
+        Key("id", "text", REQUIRED, "unique name: the metric label (govmilter_rule_hits_total{rule=...}) and the log"),
+        Key("description", "text", '""', "what the zone is, for people"),
+        Key("zone", "DNS name", REQUIRED, 'the DNS zone asked, "zen.spamhaus.org"'),
+        Key(
+            "type",
+            "ip | rhsbl | uribl",
+            '"ip"',
+            "ip: the client address (IPv4 and IPv6), asked at MAIL FROM\n"
+            "rhsbl: the envelope sender's domain, asked at MAIL FROM\n"
+            "uribl: the domains of links in the text and HTML body, asked at end of message",
+        ),
+        Key(
+            "codes",
+            "list of text",
+            "none (give codes or mask)",
+            'returned addresses that count, one address "127.0.0.2" or a range "127.0.0.2-127.0.0.9". '
+            'Anything else a zone returns (such as 127.255.255.254, "query refused") is ignored',
+        ),
+        Key(
+            "mask",
+            "integer",
+            "none (give codes or mask)",
+            "instead of codes, for bitmask lists: a returned address with one of these bits counts",
+        ),
+        Key("weight", "number", "0.0", "added to the spam score ([content] tag_threshold / reject_threshold)"),
+        Key("reject", "true or false", "false", "true: refuse at once (550 5.7.1), whatever the score"),
+        Key("mode", "enforce | monitor", '"enforce"', "monitor: counted and logged, never refuses, adds no score"),
+        Key("ipv6", "true or false", "true", "false: do not ask this zone about IPv6 clients"),
+    ),
+)
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
@@ -39,12 +73,6 @@ _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
 _URL_HOST = re.compile(r"(?:\b(?:https?|ftp)://(?:[^\s/?#@<>\"']*@)?|\bwww\.)([^\s/?#:<>\"'\\)\]}|,;]+)", re.I)
 _URL_AT = re.compile(r"(?:(?:https?|ftp)://(?:[^\s/?#@<>\"']*@)?|www\.)([^\s/?#:<>\"'\\)\]}|,;]+)", re.I)
 _TRAILING = re.compile(r"[^\w]+$")
-# second-level names under which registrations sit one level deeper (a short list, not the PSL)
-_TWO_LEVEL = frozenset(
-    """com.vn net.vn org.vn edu.vn gov.vn ac.vn info.vn biz.vn name.vn pro.vn health.vn int.vn
-    co.uk org.uk ac.uk gov.uk com.au net.au org.au co.jp ne.jp or.jp com.cn net.cn org.cn
-    com.br com.tw com.hk com.sg com.my co.kr co.in co.id co.th com.ru co.za com.tr com.mx""".split()
-)
 
 
 @dataclass(frozen=True)
@@ -87,7 +115,7 @@ class DnsblRules:
 def compile_rules(files: Sequence[RuleFile]) -> DnsblRules:
     problems: list[RuleProblem] = []
     zones: list[Zone] = []
-    for entry in entries(files, "zone", ZONE_KEYS, problems):
+    for entry in entries(files, SCHEMA, problems):
         before = len(problems)
         zone_name = entry.text("zone", required=True).lower().rstrip(".")
         if zone_name and not _HOSTNAME.match(zone_name):
@@ -161,13 +189,6 @@ def normal_domain(host: str) -> str | None:
     """A host name as DNS spells it, lower-case ASCII; None when it is not a host name."""
     name = normalize_domain(_TRAILING.sub("", host.strip()))  # "example.com." or "example.com!" ends a sentence
     return name if _HOSTNAME.match(name) else None
-
-
-def registered_domain(host: str) -> str:
-    """The name a registrant holds: `a.b.example.com.vn` -> `example.com.vn`."""
-    labels = host.split(".")
-    keep = 3 if ".".join(labels[-2:]) in _TWO_LEVEL else 2
-    return ".".join(labels[-keep:])
 
 
 def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
@@ -285,7 +306,9 @@ class DnsblCheck(CheckHooks):
         budget: float,
         own_domains: Sequence[str],
         max_uri_domains: int,
+        reply_text: str = DnsblConfig.reply_text,
     ):
+        self.reply_text = reply_text
         self.client = client
         self.metrics = metrics
         self.budget = budget
@@ -349,7 +372,7 @@ class DnsblCheck(CheckHooks):
                 continue
             codes = query.zone.counts(answer.addresses)
             if codes:
-                verdicts.append(listed_verdict(query, codes))
+                verdicts.append(listed_verdict(query, codes, self.reply_text))
         # score hits first: the pipeline stops at the first enforced refusal
         verdicts.sort(key=lambda v: v.action is Action.REJECT)
         return verdicts
@@ -362,7 +385,7 @@ _WHAT = {
 }
 
 
-def listed_verdict(query: Query, codes: Sequence[str]) -> Verdict:
+def listed_verdict(query: Query, codes: Sequence[str], template: str = DnsblConfig.reply_text) -> Verdict:
     zone = query.zone
     vi, en = _WHAT[zone.type]
     reason = f"{en} {query.subject} listed by {zone.zone} ({', '.join(codes)})"
@@ -374,10 +397,7 @@ def listed_verdict(query: Query, codes: Sequence[str]) -> Verdict:
         rule=zone.id,
         code="550",
         enhanced="5.7.1",
-        text=(
-            f"{vi} {query.subject} nam trong danh sach chan thu rac {zone.zone} (QD 06/2022 Dieu 10.2.c)"
-            f" - {en} {query.subject} is listed by {zone.zone}"
-        ),
+        text=template.format(what_vi=vi, what_en=en, subject=query.subject, zone=zone.zone),
         mode=zone.mode,
         score=zone.weight,
         reason=reason,
@@ -401,4 +421,5 @@ def build(config: Config, metrics: Metrics) -> DnsblCheck:
         budget=settings.budget,
         own_domains=(*config.domains.local, *config.domains.government),
         max_uri_domains=settings.max_uri_domains,
+        reply_text=settings.reply_text,
     )

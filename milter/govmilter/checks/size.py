@@ -30,13 +30,12 @@ import math
 from collections.abc import Sequence
 
 from govmilter.checks import CheckHooks
-from govmilter.config import Config
+from govmilter.config import Config, SizeConfig
 from govmilter.metrics import Metrics
 from govmilter.mime import AMBIGUOUS_DEFECTS, LIMIT_DEFECTS
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 
 HEADER_ALLOWANCE = 2 * 1024 * 1024  # headers and text parts beside the attachments
-REGULATION = "QD 06/2022 Dieu 5.1"
 
 
 def derived_raw_ceiling(attachment_limit: int) -> int:
@@ -51,64 +50,42 @@ def refusal(rule: str, text: str, reason: str) -> Verdict:
     return Verdict(Action.REJECT, "size", rule=rule, code="552", enhanced="5.3.4", text=text, reason=reason)
 
 
-def over_cap(limit: int, found: int) -> Verdict:
+def over_cap(replies: SizeConfig, limit: int, found: int) -> Verdict:
     return refusal(
         "attachment-cap",
-        f"Tep dinh kem vuot qua gioi han {limit} byte: tong dung luong {found} byte ({REGULATION})"
-        f" - attachments exceed the limit of {limit} bytes: {found} bytes found",
+        replies.reply_text_attachment_cap.format(limit=limit, found=found),
         f"attachments {found} bytes > {limit}",
     )
 
 
-def over_declared(limit: int, ceiling: int, declared: int) -> Verdict:
+def over_declared(replies: SizeConfig, limit: int, ceiling: int, declared: int) -> Verdict:
     return refusal(
         "declared-size",
-        f"Kich thuoc khai bao {declared} byte vuot qua muc toi da {ceiling} byte"
-        f" cua gioi han tep dinh kem {limit} byte ({REGULATION})"
-        f" - declared SIZE={declared} exceeds the maximum of {ceiling} bytes for the attachment limit of {limit} bytes",
+        replies.reply_text_declared_size.format(limit=limit, ceiling=ceiling, declared=declared),
         f"SIZE={declared} > {ceiling}",
     )
 
 
-def over_raw(limit: int, ceiling: int, received: int) -> Verdict:
+def over_raw(replies: SizeConfig, limit: int, ceiling: int, received: int) -> Verdict:
     return refusal(
         "raw-size",
-        f"Thu da vuot qua {ceiling} byte (da nhan {received} byte), muc toi da"
-        f" cua gioi han tep dinh kem {limit} byte ({REGULATION})"
-        f" - message passed {ceiling} bytes ({received} received),"
-        f" the maximum for the attachment limit of {limit} bytes",
+        replies.reply_text_raw_size.format(limit=limit, ceiling=ceiling, received=received),
         f"raw {received} bytes > {ceiling}",
     )
 
 
-def parse_error(action: str, defects: Sequence[str]) -> Verdict:
+def parse_error(replies: SizeConfig, action: str, defects: Sequence[str]) -> Verdict:
     """The configured answer to a message whose structure the walk could not follow to the end."""
     reason = "MIME walk stopped by a limit: " + ",".join(defects)
     if action == "tempfail":
+        text = replies.reply_text_parse_error_tempfail.format()
         return Verdict(
-            Action.TEMPFAIL,
-            "size",
-            rule="parse-error",
-            code="451",
-            enhanced="4.6.0",
-            text=(
-                "Khong phan tich duoc cau truc MIME cua thu, vui long gui lai sau"
-                " - the MIME structure of the message could not be analysed, try again later"
-            ),
-            reason=reason,
+            Action.TEMPFAIL, "size", rule="parse-error", code="451", enhanced="4.6.0", text=text, reason=reason
         )
     if action == "reject":
+        text = replies.reply_text_parse_error.format()
         return Verdict(
-            Action.REJECT,
-            "size",
-            rule="parse-error",
-            code="554",
-            enhanced="5.6.0",
-            text=(
-                f"Cau truc MIME cua thu vuot qua gioi han kiem tra ({REGULATION})"
-                " - the MIME structure of the message exceeds the limits of inspection"
-            ),
-            reason=reason,
+            Action.REJECT, "size", rule="parse-error", code="554", enhanced="5.6.0", text=text, reason=reason
         )
     # accept: recorded, logged, counted, and the message goes on to the other checks
     return Verdict(Action.CONTINUE, "size", rule="parse-error", mode=Mode.MONITOR, reason=reason)
@@ -132,36 +109,16 @@ _MALFORMED_WORDS = {
 }
 
 
-def malformed(action: str, defect: str) -> Verdict:
+def malformed(replies: SizeConfig, action: str, defect: str) -> Verdict:
     """The configured answer to ambiguous structure or a header flood; the rule is the defect."""
     words_vi, words_en = _MALFORMED_WORDS.get(defect, ("cau truc khong ro rang", "ambiguous structure"))
     reason = f"malformed message: {defect}"
     if action == "tempfail":
-        return Verdict(
-            Action.TEMPFAIL,
-            "size",
-            rule=defect,
-            code="451",
-            enhanced="4.6.0",
-            text=(
-                f"Thu co cau truc khong hop le ({words_vi}), vui long gui lai sau"
-                f" - malformed message ({words_en}), try again later"
-            ),
-            reason=reason,
-        )
+        text = replies.reply_text_malformed_tempfail.format(what_vi=words_vi, what_en=words_en)
+        return Verdict(Action.TEMPFAIL, "size", rule=defect, code="451", enhanced="4.6.0", text=text, reason=reason)
     if action == "reject":
-        return Verdict(
-            Action.REJECT,
-            "size",
-            rule=defect,
-            code="554",
-            enhanced="5.6.0",
-            text=(
-                f"Thu co cau truc khong hop le: {words_vi}, cac chuong trinh doc thu hieu khac nhau"
-                f" - malformed message: {words_en}, which mail programs read differently"
-            ),
-            reason=reason,
-        )
+        text = replies.reply_text_malformed.format(what_vi=words_vi, what_en=words_en)
+        return Verdict(Action.REJECT, "size", rule=defect, code="554", enhanced="5.6.0", text=text, reason=reason)
     return Verdict(Action.CONTINUE, "size", rule=defect, mode=Mode.MONITOR, reason=reason)
 
 
@@ -176,7 +133,9 @@ class SizeCheck(CheckHooks):
         parse_error_action: str,
         metrics: Metrics,
         malformed_action: str = "reject",
+        replies: SizeConfig | None = None,
     ):
+        self.replies = replies or SizeConfig()
         self.attachment_limit = attachment_limit
         self.raw_ceiling = raw_ceiling
         self.parse_error_action = parse_error_action
@@ -187,10 +146,10 @@ class SizeCheck(CheckHooks):
         if stage is Stage.MAIL:
             declared = tx.envelope.declared_size
             if declared is not None and declared > self.raw_ceiling:
-                return [over_declared(self.attachment_limit, self.raw_ceiling, declared)]
+                return [over_declared(self.replies, self.attachment_limit, self.raw_ceiling, declared)]
         elif stage is Stage.BODY:
             if tx.raw_size > self.raw_ceiling:
-                return [over_raw(self.attachment_limit, self.raw_ceiling, tx.raw_size)]
+                return [over_raw(self.replies, self.attachment_limit, self.raw_ceiling, tx.raw_size)]
         elif stage is Stage.EOM:
             return self._end_of_message(tx)
         return []
@@ -201,18 +160,18 @@ class SizeCheck(CheckHooks):
         for defect in facts.defects:
             self.metrics.mime_defects.labels(defect=defect).inc()
         if facts.attachment_bytes > self.attachment_limit:
-            return [over_cap(self.attachment_limit, facts.attachment_bytes)]
+            return [over_cap(self.replies, self.attachment_limit, facts.attachment_bytes)]
         found: list[Verdict] = []
         flooded = getattr(tx, "headers_truncated", False) or bool(tx.scratch.get("headers_truncated"))
         ambiguous = [d for d in facts.defects if d in AMBIGUOUS_DEFECTS]
         for defect in (["header-flood"] if flooded else []) + ambiguous:
-            verdict = malformed(self.malformed_action, defect)
+            verdict = malformed(self.replies, self.malformed_action, defect)
             if verdict.refuses:
                 return [*found, verdict]
             found.append(verdict)
         stopped = [d for d in facts.defects if d in LIMIT_DEFECTS]
         if stopped:
-            found.append(parse_error(self.parse_error_action, stopped))
+            found.append(parse_error(self.replies, self.parse_error_action, stopped))
         return found
 
 
@@ -224,4 +183,5 @@ def build(config: Config, metrics: Metrics) -> SizeCheck:
         config.size.parse_error_action,
         metrics,
         config.size.malformed_action,
+        config.size,
     )

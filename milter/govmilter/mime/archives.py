@@ -52,7 +52,7 @@ class ZipListing:
 
 
 def looks_like_zip(head: bytes) -> bool:
-    return head.startswith(LOCAL_HEADER) or head.startswith(EMPTY_ARCHIVE)
+    return head.startswith((LOCAL_HEADER, EMPTY_ARCHIVE))
 
 
 def local_header_encrypted(head: bytes) -> bool:

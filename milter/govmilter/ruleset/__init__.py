@@ -2,8 +2,10 @@
 
 store.py loads the `*.toml` files of the rule directory, hands each kind to the
 compiler of the check that owns it, collects every problem as `file:line: rule-id:
-message`, and swaps the new RuleSet in one reference; entries.py is the entry
-validation shared by the kinds that are lists of patterns (dnsbl, content).
+message`, and swaps the new RuleSet in one reference; schema.py declares the keys
+of a kind of rule file (type, default, meaning) and validates every rule id;
+entries.py is the entry validation shared by the kinds that are lists of patterns
+(dnsbl, content).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from typing import Any
 
 from govmilter.model import Mode
 from govmilter.ruleset import RuleFile, RuleProblem
+from govmilter.ruleset.schema import ID_RE, Schema, id_problem
 
-# ids become metric labels, header text and SMTP reply text: short and plain ASCII
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+__all__ = ["ID_RE", "REPLY_RE", "Entry", "entries"]
 # SMTP reply text: printable ASCII, and never '%' (libmilter would drop the reply)
 REPLY_RE = re.compile(r"^[\x20-\x24\x26-\x7e]{1,400}$")
 
@@ -87,17 +87,13 @@ class Entry:
         return value
 
 
-def entries(
-    files: Sequence[RuleFile],
-    table: str,
-    allowed: frozenset[str],
-    problems: list[RuleProblem],
-) -> Iterator[Entry]:
+def entries(files: Sequence[RuleFile], schema: Schema, problems: list[RuleProblem]) -> Iterator[Entry]:
     """Every `[[table]]` entry of every file, after checking file keys, ids and entry keys."""
+    table, allowed = schema.table, schema.names
     seen: dict[str, str] = {}
     for rule_file in files:
         for key in rule_file.data:
-            if key not in ("kind", table):
+            if key not in schema.file_names:
                 message = f"unknown key {key!r} (expected kind and [[{table}]])"
                 problems.append(RuleProblem(rule_file.path, rule_file.key_line(key), "", message))
         items = rule_file.data.get(table, [])
@@ -109,8 +105,9 @@ def entries(
             raw_id = item.get("id")
             rule_id = raw_id if isinstance(raw_id, str) else ""
             entry = Entry(rule_file, table, index, item, rule_id, problems)
-            if not isinstance(raw_id, str) or not ID_RE.match(raw_id):
-                entry.problem(f"id = {raw_id!r}: expected letters, digits, '.', '_' or '-' (at most 64)", "id")
+            problem = id_problem(raw_id)
+            if problem:
+                entry.problem(problem, "id")
                 continue
             if raw_id in seen:
                 entry.problem(f"duplicate id (first defined in {seen[raw_id]})", "id")

@@ -59,7 +59,6 @@ SCANNED_HEADER = "X-Virus-Scanned"
 NOT_SCANNED_HEADER = "X-Virus-Status"
 VERSION_TIMEOUT = 2.0  # seconds for the occasional VERSION refresh
 MAX_SIGNATURE_LABELS = 500  # distinct signature label values before "other"
-REGULATION = "QD 06/2022 Dieu 8.2"
 
 # transfer encodings the walk gives files found inside body text that clamd does not decode
 # itself (checked by hand against ClamAV 1.4: uuencode blocks and data: URIs in HTML
@@ -168,7 +167,7 @@ class AntivirusCheck(CheckHooks):
     def _answer(self, scan: CachedScan) -> Verdict:
         if scan.signature:
             self.metrics.signatures.labels(signature=self._label(scan.signature)).inc()
-            return found(scan.signature)
+            return found(scan.signature, self.config.reply_text_virus)
         scanned = f"govmilter {__version__} with ClamAV {scan.version}".rstrip()
         return Verdict(Action.CONTINUE, self.name, headers=((SCANNED_HEADER, scanned),), reason="clean")
 
@@ -190,16 +189,8 @@ class AntivirusCheck(CheckHooks):
             "scan-failed",
             f"clamd {kind}, {'outbound' if outbound else 'inbound'} policy {policy}",
             note="virus scanner unavailable",
-            reject=(
-                "554",
-                "5.7.1",
-                f"Khong quet duoc virus, thu bi tu choi ({REGULATION})"
-                " - the message could not be scanned for viruses and is refused",
-            ),
-            retry=(
-                f"Tam thoi khong quet duoc virus, vui long gui lai sau ({REGULATION})"
-                " - virus scanning is temporarily unavailable, please try again later"
-            ),
+            reject=("554", "5.7.1", self.config.reply_text_scan_failed.format()),
+            retry=self.config.reply_text_scan_failed_tempfail.format(),
         )
 
     def _size_limit(self, tx: Transaction, answer: str) -> Verdict:
@@ -209,16 +200,8 @@ class AntivirusCheck(CheckHooks):
             "size-limit",
             f"not scanned whole, {tx.raw_size} bytes: clamd {answer}; policy {policy}",
             note="too large for the virus scanner",
-            reject=(
-                "552",
-                "5.3.4",
-                f"Thu qua lon de quet virus, thu bi tu choi ({REGULATION})"
-                " - the message is too large to be scanned for viruses and is refused",
-            ),
-            retry=(
-                f"Thu qua lon de quet virus luc nay, vui long gui lai sau ({REGULATION})"
-                " - the message is too large for the virus scanner now, please try again later"
-            ),
+            reject=("552", "5.3.4", self.config.reply_text_size_limit.format()),
+            retry=self.config.reply_text_size_limit_tempfail.format(),
         )
 
     def _expansion_limit(self, tx: Transaction, answer: str) -> Verdict:
@@ -228,18 +211,8 @@ class AntivirusCheck(CheckHooks):
             "expansion-limit",
             f"expands past clamd's limits, message {tx.raw_size} bytes: clamd {answer}; policy {policy}",
             note="expands past the virus scanner's limits",
-            reject=(
-                "554",
-                "5.7.1",
-                f"Thu chua tep nen giai nen qua lon de quet virus (bom nen), thu bi tu choi ({REGULATION})"
-                " - the message holds a compressed file that expands past the virus scanner's limits"
-                " (a compression bomb) and is refused",
-            ),
-            retry=(
-                f"Thu chua tep nen giai nen qua lon de quet virus, vui long gui lai sau ({REGULATION})"
-                " - the message holds a compressed file that expands past the virus scanner's limits,"
-                " please try again later"
-            ),
+            reject=("554", "5.7.1", self.config.reply_text_expansion_limit.format()),
+            retry=self.config.reply_text_expansion_limit_tempfail.format(),
         )
 
     def _not_scanned(
@@ -276,14 +249,14 @@ class AntivirusCheck(CheckHooks):
         return report
 
 
-def found(signature: str) -> Verdict:
+def found(signature: str, template: str = AntivirusConfig.reply_text_virus) -> Verdict:
     return Verdict(
         Action.REJECT,
         "antivirus",
         rule="virus-found",
         code="554",
         enhanced="5.7.1",
-        text=f"Thu co chua virus {signature} ({REGULATION}) - virus found: {signature}",
+        text=template.format(signature=signature),
         reason=f"virus {signature}",
     )
 

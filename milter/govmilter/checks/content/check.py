@@ -33,6 +33,7 @@ from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, TextPart, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import Entry, entries
+from govmilter.ruleset.schema import REQUIRED, Key, Schema
 from govmilter.text.normalize import (
     HtmlText,
     decode_header_value,
@@ -48,21 +49,67 @@ RULE_KIND = "content"
 TARGETS = ("header", "body", "attachment-name", "document")
 STREAMED = frozenset({"body", "document"})  # read in windows, not held whole
 DIRECTIONS = ("any", "inbound", "outbound")
-RULE_KEYS = frozenset(
-    {
-        "id",
-        "description",
-        "target",
-        "header",
-        "pattern",
-        "case_sensitive",
-        "ignore_diacritics",
-        "direction",
-        "score",
-        "action",
-        "mode",
-        "reply",
-    }
+SCHEMA = Schema(
+    RULE_KIND,
+    "rule",
+    (
+        Key("id", "text", REQUIRED, "unique name: the metric label, the log and the name in X-Spam-Report"),
+        Key("description", "text", '""', "what the rule is for, for people"),
+        Key(
+            "target",
+            "header | body | attachment-name | document, or a list of them",
+            '"body"',
+            "body: the decoded text parts, HTML as the reader sees it, one line per block; read in windows of 64k "
+            "characters with 4096 characters of overlap, so a body match longer than 4096 characters may be "
+            "missed across a window boundary\n"
+            "document: the text of attached .txt, Office Open XML (.docx .xlsx .pptx) and PDF files, read only "
+            "when a rule of the message's direction asks for it",
+        ),
+        Key(
+            "header",
+            "text or list of text",
+            "none",
+            'for target = "header" (and only there): a field name or a list ("Subject", ["From", "Sender"])',
+        ),
+        Key(
+            "pattern",
+            "text",
+            REQUIRED,
+            "a Python regular expression, matched against the normalised text: NFKC, invisible (format, "
+            "default-ignorable) characters removed, every space a space, line and paragraph separators a line "
+            "break, Cyrillic/Greek look-alike letters read as Latin, runs of spaced single letters joined "
+            '("T Ố I" -> "TỐI", "M.Ậ.T" -> "MẬT"). It must not match the empty text',
+        ),
+        Key("case_sensitive", "true or false", "false", "true: letter case counts"),
+        Key(
+            "ignore_diacritics",
+            "true or false",
+            "false",
+            'true: the text and the pattern are both matched without Vietnamese marks ("khuyen mai" and '
+            '"khuyến mãi" alike)',
+        ),
+        Key(
+            "direction",
+            "any | inbound | outbound",
+            '"any"',
+            "inbound: from the Internet; outbound: from trusted relays and authenticated users",
+        ),
+        Key(
+            "action",
+            "score | reject",
+            '"score"',
+            "score: add score to the message's spam score; reject: refuse the message with 550 5.7.1 and reply",
+        ),
+        Key("score", "number", "0.0", "the number added (negative lowers the score); not 0 for action = \"score\""),
+        Key("mode", "enforce | monitor", '"enforce"', "monitor: counted, logged and tagged; never refuses or scores"),
+        Key(
+            "reply",
+            "text",
+            "[content] reply_text of the configuration",
+            'SMTP reply text for action = "reject": printable ASCII, no percent sign, at most 400 characters; '
+            "names the regulation",
+        ),
+    ),
 )
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 GTUBE_SCORE = 1000.0
@@ -100,7 +147,7 @@ class ContentRules:
 def compile_rules(files: Sequence[RuleFile]) -> ContentRules:
     problems: list[RuleProblem] = []
     compiled: list[ContentRule] = []
-    for entry in entries(files, "rule", RULE_KEYS, problems):
+    for entry in entries(files, SCHEMA, problems):
         before = len(problems)
         rule = _compile_rule(entry)
         if rule is not None and len(problems) == before:
@@ -292,6 +339,7 @@ class ContentCheck(CheckHooks):
         self.reject_threshold = settings.reject_threshold
         self.code = settings.reply_code
         self.enhanced = settings.reply_enhanced
+        self.replies = settings
         self.gtube = settings.gtube
         self.metrics = metrics
         self.budget = docs.Budget(
@@ -407,10 +455,7 @@ class ContentCheck(CheckHooks):
             rule="document-unreadable",
             code=self.code,
             enhanced=self.enhanced,
-            text=(
-                "Khong doc duoc noi dung tep dinh kem de kiem tra dau mat (QD 06/2022 Bac Ninh Dieu 6.1)"
-                " - an attached document could not be read to check it for state-secret markings"
-            ),
+            text=self.replies.reply_text_unreadable.format(),
             mode=self.unreadable_mode,
             reason=f"document {document.path} {document.kind} {name!r}: {reason}",
         )
@@ -420,10 +465,7 @@ class ContentCheck(CheckHooks):
         reason = f"{where} matched {_excerpt(matched)!r}"
         if rule.action == "score":
             return Verdict(Action.CONTINUE, "content", rule=rule.id, mode=rule.mode, score=rule.score, reason=reason)
-        text = rule.reply or (
-            f"Noi dung thu vi pham quy dinh cua he thong thu cong vu (QD 06/2022 Dieu 8)"
-            f" - message refused by content rule {rule.id}"
-        )
+        text = rule.reply or self.replies.reply_text.format(rule=rule.id)
         return Verdict(
             Action.REJECT,
             "content",
@@ -452,9 +494,8 @@ class ContentCheck(CheckHooks):
                 rule="spam-score",
                 code=self.code,
                 enhanced=self.enhanced,
-                text=(
-                    f"Thu bi tu choi vi bi danh gia la thu rac, diem {total:.1f} (QD 06/2022 Dieu 8.3, Dieu 10.2.c)"
-                    f" - message refused as spam, score {total:.1f} >= {self.reject_threshold:.1f}: {names}"
+                text=self.replies.reply_text_spam.format(
+                    score=f"{total:.1f}", threshold=f"{self.reject_threshold:.1f}", rules=names
                 ),
                 score=0.0,
                 reason=f"score {total:.1f} >= reject threshold {self.reject_threshold:.1f}",

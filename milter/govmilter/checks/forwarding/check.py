@@ -73,7 +73,7 @@ from dataclasses import dataclass
 
 from govmilter.checks import CheckHooks
 from govmilter.checks.forwarding.memory import LocalSeen, SeenMemory
-from govmilter.checks.forwarding.rules import DEFAULT_RULES, ForwardingRules
+from govmilter.checks.forwarding.rules import DEFAULT_RULES, SCHEMA, ForwardingRules
 from govmilter.checks.forwarding.rules import compile_rules as compile_rules
 from govmilter.checks.forwarding.traces import (
     HeaderIndex,
@@ -102,7 +102,7 @@ from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
 
 log = logging.getLogger("govmilter.forwarding")
 
-RULE_KIND = "forwarding"
+RULE_KIND = SCHEMA.kind
 HEADER = "X-Govmilter-Forwarding"
 OUTBOUND = "outbound"
 INBOUND = "inbound"
@@ -364,7 +364,7 @@ class ForwardingCheck(CheckHooks):
                 rule=f"{finding.direction}-{trace.name}",
                 code=self.settings.reply_code,
                 enhanced=self.settings.reply_enhanced,
-                text=self.settings.reply_text if outbound else self.settings.reply_text_inbound,
+                text=(self.settings.reply_text if outbound else self.settings.reply_text_inbound).format(),
                 mode=rules.mode,
                 reason=f"{finding.direction} forward by {finding.forwarder} ({finding.forwarder_class.value}): "
                 f"{trace.detail}",

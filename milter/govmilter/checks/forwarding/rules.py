@@ -21,7 +21,6 @@ every name under it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from govmilter.checks.forwarding.traces import same_mailbox
 from govmilter.domains import domain_of, is_under, normalize_address, normalize_domain, split_address
 from govmilter.model import Mode
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem, parse_mode
+from govmilter.ruleset.schema import REQUIRED, Key, Schema, id_problem
 
 # Evidence that only scores, and its default weight.
 DEFAULT_SCORES: Mapping[str, float] = MappingProxyType(
@@ -44,9 +44,43 @@ DEFAULT_SCORES: Mapping[str, float] = MappingProxyType(
 )
 DEFAULT_THRESHOLD = 5.0
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TOP_KEYS = {"kind", "description", "mode", "score_threshold", "scores", "allow"}
-_ALLOW_KEYS = {"id", "description", "senders", "recipients", "forwarders"}
+_PATTERNS = '"user@domain" is one mailbox; a bare "domain" is that domain and every name under it'
+SCHEMA = Schema(
+    "forwarding",
+    "allow",
+    (
+        Key("id", "text", REQUIRED, "unique name: the log and the metric label (action=\"allowed\")"),
+        Key("description", "text", '""', "the application and the agreement it forwards under, for people"),
+        Key(
+            "senders", "list of text", "[]", f"MAIL FROM, the sender inside an SRS address or header From. {_PATTERNS}"
+        ),
+        Key("recipients", "list of text", "[]", "every recipient on the forbidden side"),
+        Key("forwarders", "list of text", "[]", "the mailbox or domain the forwarding trace names"),
+    ),
+    file_keys=(
+        Key("description", "text", '""', "what the file is for, for people"),
+        Key(
+            "mode",
+            "enforce | monitor",
+            '"enforce"',
+            "enforce: refuse with the [forwarding] reply of the configuration (550 5.7.520 by default); "
+            "monitor: accept, add an X-Govmilter-Forwarding header, log and count (a trial period)",
+        ),
+        Key(
+            "score_threshold",
+            "number",
+            str(DEFAULT_THRESHOLD),
+            "evidence that alone proves nothing only scores; when the scores of one message add up to this it "
+            "decides like a strong trace. 0 turns this off",
+        ),
+        Key(
+            "scores",
+            "table of evidence = number",
+            ", ".join(f"{name} = {weight}" for name, weight in DEFAULT_SCORES.items()),
+            "the weight of each kind of weak evidence, beside its value below",
+        ),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -122,8 +156,8 @@ def compile_rules(files: Sequence[RuleFile]) -> ForwardingRules:
     seen_ids: dict[str, str] = {}
     for rule_file in files:
         data = rule_file.data
-        for key in sorted(set(data) - _TOP_KEYS):
-            known = ", ".join(sorted(_TOP_KEYS))
+        for key in sorted(set(data) - SCHEMA.file_names):
+            known = ", ".join(sorted(SCHEMA.file_names))
             problems.append(rule_file.problem("", f"unknown key {key!r}; expected one of {known}"))
         for key in ("mode", "score_threshold", "scores"):
             if key in data:
@@ -198,12 +232,13 @@ def _compile_allow(entry: Any, rule_file: RuleFile, problems: list[RuleProblem])
         problems.append(rule_file.problem("", "each [[allow]] entry must be a table"))
         return None
     rule_id = entry.get("id")
-    if not isinstance(rule_id, str) or not _ID.match(rule_id):
-        problems.append(rule_file.problem("", f"[[allow]] id = {rule_id!r}: expected letters, digits, - _ ."))
+    problem = id_problem(rule_id)
+    if problem or not isinstance(rule_id, str):
+        problems.append(rule_file.problem("", f"[[allow]] {problem}"))
         return None
     ok = True
-    for key in sorted(set(entry) - _ALLOW_KEYS):
-        known = ", ".join(sorted(_ALLOW_KEYS))
+    for key in sorted(set(entry) - SCHEMA.names):
+        known = ", ".join(sorted(SCHEMA.names))
         problems.append(rule_file.problem(rule_id, f"unknown key {key!r}; expected one of {known}"))
         ok = False
     description = entry.get("description", "")

@@ -131,7 +131,7 @@ def parse_exchange_srs(address: str) -> Rewrite | None:
     """Exchange Online: mailbox+SRS=hash=ts=origdomain=origlocal@domain, bounces+SRS=...@domain."""
     local, domain = split_address(address)
     user, sep, rest = local.partition("+")
-    if not sep or not rest[:4].lower() == "srs=" or not user or not domain:
+    if not sep or rest[:4].lower() != "srs=" or not user or not domain:
         return None
     fields = rest[4:].split("=", 3)
     original = f"{fields[3]}@{fields[2]}" if len(fields) == 4 and all(fields) else ""

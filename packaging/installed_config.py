@@ -1,0 +1,71 @@
+"""Writes the configuration the Debian package installs (/etc/govmilter/govmilter.toml) to stdout.
+
+It is config.example.toml with the values a fresh gateway must start from, so the two never
+drift apart: no trusted relay until the operator lists exactly the mailbox servers, and the rule
+directory at its installed path. Only keys that config.example.toml has are touched; a key that
+is missing there is an error here (the build stops) rather than a silently different default.
+
+    python3 packaging/installed_config.py config.example.toml > govmilter.toml
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+HEADER = """\
+# govmilter configuration, installed by the govmilter Debian package (a conffile: dpkg keeps
+# your edits on upgrade and offers the packaged version as govmilter.toml.dpkg-dist).
+# Every key is described in /usr/share/doc/govmilter/config.example.toml; the install, upgrade
+# and removal steps are in /usr/share/doc/govmilter/install-package.md.
+# A change here takes effect at `systemctl restart govmilter`; the rule files in
+# /etc/govmilter/rules are reloaded live.
+#
+"""
+
+# (table, key, replacement line): each must match exactly one line of the example
+EDITS: tuple[tuple[str, str, str], ...] = (
+    (
+        "network",
+        "trusted_relays",
+        "# Empty on a fresh install: list exactly the mailbox servers' addresses, e.g.\n"
+        '# trusted_relays = ["10.1.2.3/32", "10.1.2.4/32"]\n'
+        "trusted_relays = []",
+    ),
+    ("rules", "dir", 'dir = "/etc/govmilter/rules"      # the officers\' rule files (*.toml), reloaded live'),
+)
+
+
+def installed(example: str) -> str:
+    lines = example.splitlines()
+    for table, key, replacement in EDITS:
+        current = ""
+        hits = []
+        for index, line in enumerate(lines):
+            header = re.match(r"\s*\[([A-Za-z0-9_.-]+)\]\s*$", line)
+            if header:
+                current = header.group(1)
+            elif current == table and re.match(rf"{re.escape(key)}\s*=", line):
+                hits.append(index)
+        if len(hits) != 1:
+            raise SystemExit(f"installed_config: [{table}] {key} found {len(hits)} times in the example")
+        lines[hits[0]] = replacement
+    # the example's own opening comment block gives way to the package's
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    text = HEADER + "\n" + "\n".join(lines).lstrip("\n") + "\n"
+    data = tomllib.loads(text)
+    assert data["network"]["trusted_relays"] == [], "trusted_relays must start empty"
+    assert data["rules"]["dir"] == "/etc/govmilter/rules"
+    return text
+
+
+def main() -> int:
+    sys.stdout.write(installed(Path(sys.argv[1]).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
