@@ -390,10 +390,7 @@ class Transaction:
 
     def close(self) -> None:
         """End of message: release the spool and what the MIME walk holds (text spilled to disk)."""
-        facts = self._facts
-        if facts is not None:
-            closer = getattr(facts, "close", None)
-            if closer is not None:
-                closer()
+        if self._facts is not None:
+            self._facts.close()
         if self.spool is not None:
             self.spool.close()

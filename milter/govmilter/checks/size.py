@@ -162,9 +162,8 @@ class SizeCheck(CheckHooks):
         if facts.attachment_bytes > self.attachment_limit:
             return [over_cap(self.replies, self.attachment_limit, facts.attachment_bytes)]
         found: list[Verdict] = []
-        flooded = getattr(tx, "headers_truncated", False) or bool(tx.scratch.get("headers_truncated"))
         ambiguous = [d for d in facts.defects if d in AMBIGUOUS_DEFECTS]
-        for defect in (["header-flood"] if flooded else []) + ambiguous:
+        for defect in (["header-flood"] if tx.headers_truncated else []) + ambiguous:
             verdict = malformed(self.replies, self.malformed_action, defect)
             if verdict.refuses:
                 return [*found, verdict]

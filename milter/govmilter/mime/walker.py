@@ -551,6 +551,36 @@ class _Payload:
             if len(self.tail) > 2 * self.tail_limit:
                 del self.tail[: len(self.tail) - self.tail_limit]
 
+    def part(
+        self,
+        walker: Walker,
+        path: str,
+        depth: int,
+        content_type: str,
+        filename: str,
+        disposition: str,
+        encoding: str,
+        counts: bool,
+    ) -> Part:
+        """The leaf as checks see it: its count, its head, and what its zip or gzip says of itself."""
+        archive = self.archive(walker)  # nothing to read where no tail was kept (body text)
+        return Part(
+            path=path,
+            content_type=content_type,
+            filename=filename,
+            disposition=disposition,
+            transfer_encoding=encoding,
+            decoded_size=self.size,
+            is_attachment=counts,
+            head=bytes(self.head),
+            archive_names=archive.names,
+            archive_encrypted=archive.encrypted,
+            depth=depth,
+            archive_expanded=archive.expanded,
+            archive_ratio=archive.ratio,
+            archive_unreadable=archive.unreadable,
+        )
+
     def archive(self, walker: Walker) -> _ArchiveFacts:
         head = bytes(self.head)
         if self.tail is not None and head.startswith(GZIP_MAGIC):
@@ -602,25 +632,12 @@ class _Embedded:
         self.payload.take(data)
 
     def close(self) -> None:
-        archive = self.payload.archive(self.walker)
-        self.walker.add_part(
-            Part(
-                path=self.path,
-                content_type=self.content_type,
-                filename=self.filename,
-                disposition="attachment" if self.filename else "inline",
-                transfer_encoding=self.encoding,
-                decoded_size=self.payload.size,
-                is_attachment=self.counts,
-                head=bytes(self.payload.head),
-                archive_names=archive.names,
-                archive_encrypted=archive.encrypted,
-                depth=self.depth,
-                archive_expanded=archive.expanded,
-                archive_ratio=archive.ratio,
-                archive_unreadable=archive.unreadable,
-            )
-        )
+        disposition = "attachment" if self.filename else "inline"
+        part = self.payload.part(
+            self.walker, self.path, self.depth, self.content_type, self.filename, disposition, self.encoding,
+            self.counts,
+        )  # fmt: skip
+        self.walker.add_part(part)
 
 
 class _Leaf:
@@ -703,24 +720,16 @@ class _Leaf:
         for name in self.decoder.defects:
             self.walker.defect(name)
         headers = self.headers
-        archive = self.payload.archive(self.walker) if self.is_attachment else _NOT_ZIP
-        self.walker.add_part(
-            Part(
-                path=self.path,
-                content_type=headers.content_type,
-                filename=headers.filename,
-                disposition=headers.disposition,
-                transfer_encoding=headers.transfer_encoding,
-                decoded_size=self.payload.size,
-                is_attachment=self.is_attachment,
-                head=bytes(self.payload.head),
-                archive_names=archive.names,
-                archive_encrypted=archive.encrypted,
-                depth=self.depth,
-                archive_expanded=archive.expanded,
-                archive_ratio=archive.ratio,
-                archive_unreadable=archive.unreadable,
-            )
+        part = self.payload.part(
+            self.walker,
+            self.path,
+            self.depth,
+            headers.content_type,
+            headers.filename,
+            headers.disposition,
+            headers.transfer_encoding,
+            self.is_attachment,
         )
+        self.walker.add_part(part)
         if self.text is not None and self.text.length:
             self.walker.texts.append(TextPart.stored(headers.content_type, self.text))
