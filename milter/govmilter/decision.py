@@ -74,16 +74,16 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
     """
     env = tx.envelope
     monitored = ",".join(f"{h.check}/{h.rule}" for h in tx.hits if h.mode is Mode.MONITOR and h.rule)
-    pairs = [
+    pairs: list[tuple[str, str] | tuple[str, str, int]] = [
         ("queue_id", env.queue_id or "-"),
         ("client", env.client_ip or "-"),
         ("auth", "yes" if env.auth_user else "no"),
         ("from", f"<{env.mail_from}>"),
-        ("rcpts", ",".join(env.rcpts)),
+        ("rcpts", ",".join(env.rcpts), 400),
         ("action", verdict.action.value),
         ("check", verdict.check or "-"),
         ("rule", verdict.rule or "-"),
-        ("reply", verdict.smtp_reply()),
+        ("reply", verdict.smtp_reply(), 400),
         ("ruleset", tx.ruleset.version),
         ("size", str(tx.raw_size)),
     ]
@@ -91,4 +91,6 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
         pairs.append(("monitor", monitored))
     if elapsed is not None:
         pairs.append(("ms", f"{elapsed * 1000:.1f}"))
-    return fields(pairs, limit=400)
+    # each value at most 200 characters written (recipients and reply 400), escapes included:
+    # the whole line stays under 2 000 whatever the wire carries
+    return fields(pairs, limit=200)

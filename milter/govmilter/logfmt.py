@@ -38,17 +38,35 @@ def _json_escape(match: re.Match[str]) -> str:
 
 
 def quote(value: str, limit: int = 200) -> str:
-    """One logfmt value: bare when it is a safe token, else quoted and escaped; cut past `limit`."""
+    """One logfmt value: bare when it is a safe token, else quoted and escaped.
+
+    At most `limit` characters are written, escapes included (a control character is six),
+    then "..." when the value was cut; an escape is never cut in two.
+    """
     if len(value) > limit:
         value = value[:limit] + "..."
     if _TOKEN.fullmatch(value):
         return value
-    return '"' + _QUOTED_UNSAFE.sub(_json_escape, value) + '"'
+    escaped = _QUOTED_UNSAFE.sub(_json_escape, value)
+    if len(escaped) > limit + 3:  # escapes made it longer (rare): keep the characters that fit whole
+        pieces: list[str] = []
+        size = 0
+        for char in value[:limit]:
+            piece = _QUOTED_UNSAFE.sub(_json_escape, char)
+            if size + len(piece) > limit:
+                break
+            pieces.append(piece)
+            size += len(piece)
+        escaped = "".join(pieces) + "..."
+    return '"' + escaped + '"'
 
 
-def fields(pairs: Iterable[tuple[str, str]], limit: int = 200) -> str:
-    """`key=value` pairs of a logfmt line; the keys are ours, every value is quoted as needed."""
-    return " ".join(f"{key}={quote(value, limit)}" for key, value in pairs)
+def fields(pairs: Iterable[tuple[str, str] | tuple[str, str, int]], limit: int = 200) -> str:
+    """`key=value` pairs of a logfmt line; the keys are ours, every value is quoted as needed.
+
+    A pair may carry its own limit as a third item.
+    """
+    return " ".join(f"{pair[0]}={quote(pair[1], pair[2] if len(pair) > 2 else limit)}" for pair in pairs)
 
 FORMAT = "%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s"
 MAX_RECORD = 16384  # characters; a traceback fits, a flood does not

@@ -235,8 +235,10 @@ class MessageFacts:
 
     parts: tuple[Part, ...] = ()
     attachment_bytes: int = 0
-    texts: tuple[TextPart, ...] = ()
+    texts: tuple[TextPart, ...] = ()  # the body-text leaves, in order
     defects: tuple[str, ...] = ()  # bounded names such as "unterminated-multipart"
+    # the Subject of each attached message, decoded: readers see it with the content
+    subjects: tuple[TextPart, ...] = ()
     store: TextSpill | None = field(default=None, compare=False, repr=False)  # where texts spill
 
     def close(self) -> None:

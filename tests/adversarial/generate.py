@@ -1446,6 +1446,34 @@ def _marking_cases() -> None:
     ):
         cid = f"marking-subject-{name}"
         add(cid, cls, "refused", outbound_top(cid, subject) + text_part(plain), note=f"Subject {subject!r}", **kw)
+    # the Subject of an attached message: mail programs show it with the content
+    attached_subjects = {
+        "plain": "[TỐI MẬT] Kế hoạch",
+        "b": ew_b("[TỐI MẬT] Kế hoạch"),
+        "lang": ew_b("MẬT", lang="vi"),
+        "folded": "Báo cáo\r\n TUYỆT MẬT",
+    }
+    for name, raw in attached_subjects.items():
+        cid = f"marking-attached-subject-{name}"
+        inner = inner_message(raw, b"Content-Type: text/plain; charset=utf-8\r\n\r\nXem.\r\n")
+        add(
+            cid,
+            cls,
+            "refused",
+            outbound_top(cid) + multipart(f"=_{cid}", text_part("Chuyển tiếp.\n"), rfc822(inner, "thu.eml")),
+            note=f"stamp only in the Subject of an attached message, {name}",
+            **kw,
+        )
+    cid = "pass-attached-subject-password"
+    inner = inner_message(ew_b("Đổi mật khẩu hộp thư"), b"Content-Type: text/plain; charset=utf-8\r\n\r\nXem.\r\n")
+    add(
+        cid,
+        "pass",
+        "delivered",
+        outbound_top(cid) + multipart(f"=_{cid}", text_part("Chuyển tiếp.\n"), rfc822(inner, "thu.eml")),
+        note="an attached message about a password: no stamp",
+        inbound=False,
+    )
     # body: the stamp on a line of its own, in every encoding and spelling
     stamp_body = "UBND TỈNH BẮC NINH\n{stamp}\nKẾ HOẠCH số 12/KH-UBND\n"
     for enc in ("8bit", "base64", "quoted-printable"):
@@ -1651,6 +1679,10 @@ def _marking_cases() -> None:
             f'attachment; filename="{unicodedata.normalize("NFD", "TỐI MẬT.pdf")}"',
         ),
         "name-param-only": ('"TUYỆT MẬT - phương án.pdf"', ""),
+        "rfc2047-lang": (
+            f'"{ew_b("Kế hoạch TỐI MẬT.pdf", lang="vi")}"',
+            f'attachment; filename="{ew_b("Kế hoạch TỐI MẬT.pdf", lang="vi")}"',
+        ),
     }
     body_pdf = pdf(["Kế hoạch số 12"])
     for name, (name_param, disposition) in names.items():

@@ -490,3 +490,31 @@ def test_a_gzip_is_judged_by_its_trailer() -> None:
     small = gzip.compress(b"dong nhat ky\n" * 1000, mtime=0)
     facts = walk_bytes(message(multipart(leaf(small, "application/gzip", "nhat-ky.log.gz"))))
     assert facts.parts[0].archive_expanded == 13000 and facts.parts[0].archive_ratio == 0.0
+
+
+# ---- what an attached message shows besides its body ---------------------------------------------
+
+
+def _forward(inner_head: bytes) -> bytes:
+    inner = inner_head + b"Content-Type: text/plain; charset=utf-8\r\n\r\nXem.\r\n"
+    return message(multipart(text("Chuyen tiep.\n"), b"Content-Type: message/rfc822\r\n\r\n" + inner))
+
+
+@pytest.mark.parametrize("size", [1, 7, 65536])
+def test_an_attached_messages_subject_is_body_text(size: int) -> None:
+    word = base64.b64encode("[TỐI MẬT] Kế hoạch".encode()).decode()
+    facts = walk_bytes(_forward(f"From: a@x\r\nSubject :\r\n =?UTF-8*vi?B?{word}?=\r\n".encode()), size)
+    assert [t.text for t in facts.subjects] == ["[TỐI MẬT] Kế hoạch\n"]
+    assert [t.text for t in facts.texts] == ["Chuyen tiep.\r\n", "Xem.\r\n"]
+
+
+def test_the_messages_own_subject_is_not_body_text() -> None:
+    facts = walk_bytes(b"Subject: [TOI MAT]\r\n" + message(text("Xem.\r\n")))
+    assert facts.subjects == ()
+
+
+def test_a_file_name_in_an_encoded_word_with_a_language_tag_is_decoded() -> None:
+    word = base64.b64encode("Kế hoạch TỐI MẬT.pdf".encode()).decode()
+    body = multipart(text("Xem.\r\n"), leaf(b"%PDF-1.4", "application/pdf", f"=?UTF-8*vi?B?{word}?="))
+    facts = walk_bytes(message(body))
+    assert [p.filename for p in facts.parts if p.is_attachment] == ["Kế hoạch TỐI MẬT.pdf"]

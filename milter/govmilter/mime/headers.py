@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.header import decode_header, make_header
@@ -94,36 +95,38 @@ def parse_entity(block: bytes, default_type: str = "text/plain") -> EntityHeader
     return EntityHeaders(content_type, tuple(params), disposition, filename, encoding, tuple(defects))
 
 
-def unfold(block: bytes, repeated: dict[str, list[str]] | None = None) -> dict[str, str]:
-    """The first value of each field, unfolded; names lower-case. UTF-8 is allowed (RFC 6532).
-
-    With `repeated`, every value of an AMBIGUOUS_FIELDS field that occurs more than once
-    is collected there (first value first).
-    """
-    fields: dict[str, str] = {}
+def header_fields(block: bytes) -> Iterator[tuple[str, str]]:
+    """Every field of a header block in order, unfolded: (lower-case name, value). UTF-8 is allowed (RFC 6532)."""
     name = ""
     value: list[str] = []
-
-    def keep() -> None:
-        if not name:
-            return
-        if name not in fields:
-            fields[name] = "".join(value).strip()
-        elif repeated is not None and name in AMBIGUOUS_FIELDS:
-            values = repeated.setdefault(name, [fields[name]])
-            if len(values) < _MAX_PARAMS:
-                values.append("".join(value).strip())
-
     for raw in block.split(b"\n"):
         line = raw.rstrip(b"\r").decode("utf-8", "replace")
         if line[:1] in (" ", "\t") and name:
             value.append(line)
             continue
-        keep()
+        if name:
+            yield name, "".join(value).strip()
         key, colon, rest = line.partition(":")
         name = key.strip().lower() if colon else ""
         value = [rest]
-    keep()
+    if name:
+        yield name, "".join(value).strip()
+
+
+def unfold(block: bytes, repeated: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """The first value of each field, unfolded; names lower-case.
+
+    With `repeated`, every value of an AMBIGUOUS_FIELDS field that occurs more than once
+    is collected there (first value first).
+    """
+    fields: dict[str, str] = {}
+    for name, value in header_fields(block):
+        if name not in fields:
+            fields[name] = value
+        elif repeated is not None and name in AMBIGUOUS_FIELDS:
+            values = repeated.setdefault(name, [fields[name]])
+            if len(values) < _MAX_PARAMS:
+                values.append(value)
     return fields
 
 
@@ -175,7 +178,7 @@ def parse_parameters(value: str, conflicts: list[str] | None = None) -> tuple[st
                 clash.add(name)
         elif len(parts) < _MAX_SECTIONS:
             parts[section] = entry
-    result = {key: _decode_words(text) for key, text in plain.items()}
+    result = {key: decode_header_value(text) for key, text in plain.items()}
     for name, parts in sections.items():
         joined = _join_sections(parts)
         if name in result and not _same(name, result[name], joined):
@@ -254,14 +257,27 @@ def text_codec(charset: str) -> str:
     return info.name
 
 
-def _decode_words(text: str) -> str:
-    if "=?" not in text:
-        return text
+# RFC 2231 section 5: an encoded word's charset may carry a language, `=?UTF-8*vi?B?...?=`
+_LANGUAGE_TAG = re.compile(r"=\?([^?*\s]+)\*[^?\s]*\?")
+
+
+def decode_header_value(value: str) -> str:
+    """An RFC 2047 value (a header field, a file name) as text; the value itself when it cannot be decoded."""
+    if any("\udc80" <= ch <= "\udcff" for ch in value):
+        # raw 8-bit bytes carried as surrogates: read them as UTF-8
+        try:
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # other lone surrogates: drop them
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    if "=?" not in value:
+        return value
+    if "*" in value:
+        value = _LANGUAGE_TAG.sub(r"=?\1?", value)
     try:
-        return str(make_header(decode_header(text)))
+        return str(make_header(decode_header(value)))
     # CharsetError (a MessageError): a charset label that is not ASCII, "=?\xffutf-8?B?...?="
     except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
-        return text
+        return value
 
 
 def _first(params: list[tuple[str, str]], name: str) -> str:

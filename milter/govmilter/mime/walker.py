@@ -43,7 +43,14 @@ from govmilter.mime.archives import (
     read_directory,
 )
 from govmilter.mime.decoders import DataURIScanner, Decoder, UUScanner, UUSink, YEncScanner, make_decoder
-from govmilter.mime.headers import DUPLICATE_DEFECTS, EntityHeaders, parse_entity, text_codec
+from govmilter.mime.headers import (
+    DUPLICATE_DEFECTS,
+    EntityHeaders,
+    decode_header_value,
+    header_fields,
+    parse_entity,
+    text_codec,
+)
 from govmilter.mime.textstore import TextStore, TextWriter
 from govmilter.model import MessageFacts, Part, TextPart
 
@@ -196,6 +203,7 @@ class Walker:
         self.limits = limits
         self.parts: list[Part] = []
         self.texts: list[TextPart] = []
+        self.subjects: list[TextPart] = []
         self.attachment_bytes = 0
         self.part_count = 0
         self.head_budget = limits.head_budget
@@ -208,7 +216,8 @@ class Walker:
         self._entity: _Entity | None = _Entity("", 0, "text/plain")  # reading headers when set
         # Of a header block only its Content-* fields are kept: a message's own header may be
         # large (a circular with thousands of addresses in To:) and none of it but those
-        # fields changes how the body is read; every byte is still counted.
+        # fields changes how the body is read; every byte is still counted. An attached
+        # message's Subject is kept too: a reader sees it as part of the content.
         self._header = bytearray()
         self._header_size = 0  # every byte of the header block being read
         self._keep_field = False  # the field being read is a Content-* field
@@ -240,6 +249,7 @@ class Walker:
             attachment_bytes=self.attachment_bytes,
             texts=tuple(self.texts),
             defects=tuple(self._defects),
+            subjects=tuple(self.subjects),
             store=self.store,
         )
 
@@ -300,10 +310,15 @@ class Walker:
             pos = newline + 1
 
     def _kept(self, start: bytes) -> bool:
-        """Whether the header line beginning with `start` belongs to a Content-* field."""
+        """Whether the header line beginning with `start` (8 bytes) belongs to a field the walk reads."""
         if start[:1] in (b" ", b"\t"):  # a continuation line: the field it continues decides
             return self._keep_field
-        return start.lower() == b"content-"
+        start = start.lower()
+        if start == b"content-":
+            return True
+        # "Subject:" or "Subject :" of an attached message
+        nested = self._entity is not None and self._entity.nested
+        return nested and start[:7] == b"subject" and start[7:8] in (b":", b" ", b"\t")
 
     def _take_header_line(self, line: bytes) -> bool:
         """Count a header line and keep it if it is part of a Content-* field; False past the limit."""
@@ -320,7 +335,8 @@ class Walker:
     def _end_headers(self, overflow: bool) -> None:
         entity = self._entity
         assert entity is not None
-        headers = parse_entity(bytes(self._header), entity.default_type)
+        block = bytes(self._header)
+        headers = parse_entity(block, entity.default_type)
         if entity.attached:
             self.attachment_bytes += self._header_size  # an attached message counts whole
         if overflow:
@@ -336,6 +352,8 @@ class Walker:
         self._pending_eol = b""
         for name in headers.defects:
             self.defect(name)
+        if entity.nested and self.keep_text:
+            self._attached_subjects(block)
         kind = headers.content_type
         too_deep = entity.depth >= self.limits.max_depth
         if not overflow and kind.startswith("multipart/"):
@@ -360,6 +378,14 @@ class Walker:
                 self._entity = _Entity(path, entity.depth + 1, "text/plain", nested=True, attached=attached)
                 return
         self._start_leaf(entity, headers)
+
+    def _attached_subjects(self, block: bytes) -> None:
+        """An attached message's Subject, decoded: the body rules read it as they read its body."""
+        subjects = [decode_header_value(v) for k, v in header_fields(block) if k == "subject" and v]
+        if subjects:
+            writer = TextWriter(self.store)
+            writer.write("\n".join(subjects) + "\n")
+            self.subjects.append(TextPart.stored("text/plain", writer))
 
     # ---- bodies --------------------------------------------------------------------
 

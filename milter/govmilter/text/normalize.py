@@ -38,8 +38,9 @@ import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from email.header import decode_header, make_header
 from html.parser import HTMLParser
+
+from govmilter.mime.headers import decode_header_value as decode_header_value  # header text, re-exported
 
 # ---- the characters that are removed or mapped ---------------------------------------------
 
@@ -281,30 +282,6 @@ def windows(pieces: Iterable[str], size: int) -> Iterator[str]:
         held = text[cut:]
     if held:
         yield held
-
-
-# ---- headers --------------------------------------------------------------------------------
-
-# RFC 2231 section 5: an encoded word's charset may carry a language, `=?UTF-8*vi?B?...?=`
-_LANGUAGE_TAG = re.compile(r"=\?([^?*\s]+)\*[^?\s]*\?")
-
-
-def decode_header_value(value: str) -> str:
-    """An RFC 2047 header value as text; the value itself when it cannot be decoded."""
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        # raw 8-bit bytes carried as surrogates: read them as UTF-8
-        try:
-            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:  # other lone surrogates: drop them
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    if "=?" not in value:
-        return value
-    if "*" in value:
-        value = _LANGUAGE_TAG.sub(r"=?\1?", value)
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:  # email.header raises several kinds (CharsetError, ValueError, ...) on wire junk
-        return value
 
 
 # ---- HTML -----------------------------------------------------------------------------------

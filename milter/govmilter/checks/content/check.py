@@ -359,7 +359,8 @@ class ContentCheck(CheckHooks):
             applying = [rule for rule in rules.rules if rule.applies(internal)]
         body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube)
         if not body.done:
-            for part in tx.facts().texts:
+            facts = tx.facts()
+            for part in (*facts.texts, *facts.subjects):
                 body.read(_body_pieces(part))
                 if body.done:
                     break
