@@ -1551,6 +1551,10 @@ def _marking_cases() -> None:
         "comment-before": "<!-- </head> --><p>TỐI MẬT</p>",
         "uppercase-tags": "<HTML><HEAD><TITLE>x</TITLE><BODY><P>TỐI MẬT</P>",
         "bare-mat-div": "<div>UBND</div><div style='border:1px solid red'>MẬT</div><div>Kế hoạch</div>",
+        "hidden-junk-display": "<p>TỐI M<span style='display:none'>xyz</span>ẬT</p>",
+        "hidden-junk-font-size": "<p>TUYỆT M<font style='font-size:0'>.</font>ẬT</p>",
+        "hidden-junk-attribute": "<p>TỐI <b hidden>w</b>MẬT</p>",
+        "hidden-stamp": "<p>Xem <span style='display:none'>TỐI MẬT</span> nhé</p>",
     }
     for name, html in htmls.items():
         cid = f"marking-html-{name}"

@@ -297,6 +297,27 @@ _BLOCK_TAGS = frozenset(
 # is its text, and it ends at </title> only (RCDATA). <head> hides nothing: its end tag is
 # optional, and any body content closes it (HTML5 "in head" insertion mode).
 _RAW_TEXT = frozenset({"script", "style"})
+# Inline text hidden by its own style (`<span style="display:none">x</span>` between the letters
+# of a word) is not what most readers see, but a reader that ignores styles shows it: it is taken
+# out of the line it stands in and given a line of its own after its block, so the rules see the
+# visible words joined and the hidden ones too. A block tag ends the hiding, so a hidden element
+# left open moves at most its block. Style sheets are not read.
+_INLINE_TAGS = frozenset(
+    "a abbr b bdi bdo cite code data del dfn em font i ins kbd label mark q s samp small span strike strong"
+    " sub sup time tt u var".split()
+)
+_ZERO = r"(?:0+(?:\.0*)?|\.0+)"  # a zero written as a number: "0", "0.0", ".0" (an empty value is ignored)
+_HIDING_STYLE = re.compile(
+    rf"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse)"
+    rf"|font-size\s*:\s*{_ZERO}(?:px|pt|em|rem|%)?|opacity\s*:\s*{_ZERO})\s*(?:;|$|!)",
+    re.IGNORECASE,
+)
+
+
+def _hides(attrs: list[tuple[str, str | None]]) -> bool:
+    return any(name == "hidden" or (name == "style" and value and _HIDING_STYLE.search(value)) for name, value in attrs)
+
+
 OPEN_MARKUP_LIMIT = 65536  # characters of an unfinished tag, comment or raw-text element held
 
 
@@ -307,6 +328,9 @@ class _TextExtractor(HTMLParser):
         self.raw: str | None = None  # inside script or style: hidden until its end tag
         self.title = False  # inside title: markup is text, until </title>
         self.templates = 0
+        self.hidden: str | None = None  # an inline element hidden by its style: its text is moved
+        self.hidden_depth = 0  # the same element nested inside it
+        self.hidden_text: list[str] = []  # given a line of its own at the end of the block
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.raw is not None or self.title:
@@ -319,7 +343,11 @@ class _TextExtractor(HTMLParser):
         elif tag == "template":
             self.templates += 1
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self._end_block()
+        elif self.hidden is not None:
+            self.hidden_depth += tag == self.hidden
+        elif tag in _INLINE_TAGS and _hides(attrs):
+            self.hidden, self.hidden_depth = tag, 0
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self.raw is None and not self.title and tag in _BLOCK_TAGS:  # <br/>
@@ -338,11 +366,35 @@ class _TextExtractor(HTMLParser):
         if tag == "template":
             self.templates = max(self.templates - 1, 0)
         elif tag in _BLOCK_TAGS:
-            self.pieces.append("\n")
+            self._end_block()
+        elif tag == self.hidden:
+            if self.hidden_depth:
+                self.hidden_depth -= 1
+            else:
+                self.hidden = None
 
     def handle_data(self, data: str) -> None:
-        if self.raw is None and not self.templates:
+        if self.raw is not None or self.templates:
+            return
+        if self.hidden is None:
             self.pieces.append(data)
+            return
+        self.hidden_text.append(data)
+        if sum(map(len, self.hidden_text)) > OPEN_MARKUP_LIMIT:  # bounded: a long one is passed on now
+            self._end_block()
+
+    def _end_block(self) -> None:
+        self.hidden = None
+        self.pieces.append("\n")
+        if self.hidden_text:
+            self.pieces.append("".join(self.hidden_text) + "\n")
+            self.hidden_text.clear()
+
+    def close(self) -> None:
+        super().close()
+        self.hidden = None
+        if self.hidden_text:
+            self._end_block()
 
     def take(self) -> str:
         text = "".join(self.pieces)

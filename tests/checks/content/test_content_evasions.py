@@ -149,6 +149,26 @@ def test_html_with_an_unclosed_head_is_read_as_browsers_do(markup: str) -> None:
     assert refused_by(message("Ke hoach", markup, html=True), "secret-marking-body")
 
 
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<p>TỐI M<span style='display:none'>x</span>ẬT</p>",  # junk hidden between the letters
+        "<p>TỐI M<font style=\"font-size: 0px\">xx</font>ẬT</p>",
+        "<p>TUYỆT <b style='color:#fff; visibility: hidden'>y</b>MẬT</p>",
+        "<p>TỐI M<span hidden>z<span>z</span></span>ẬT</p>",
+        "<p>TỐI MẬT<span style='opacity:0'>x",  # left open: it moves no further than its block
+        "<p>Xem <span style='display:none'>TỐI MẬT</span> nhé</p>",  # shown by readers that ignore styles
+    ],
+)
+def test_text_hidden_by_an_inline_style_neither_splits_nor_hides_a_marking(markup: str) -> None:
+    assert refused_by(message("Ke hoach", markup, html=True), "secret-marking-body")
+
+
+def test_an_empty_or_non_zero_style_value_hides_nothing() -> None:
+    for style in ("font-size:;", "font-size: 10px", "opacity: 0.5", "x-display: none", "display: none-ish"):
+        assert html_to_text(f"<p>a<span style='{style}'>x</span>b</p>").strip() == "axb", style
+
+
 def test_hidden_html_stays_hidden_and_open_markup_is_bounded() -> None:
     assert "MẬT" not in html_to_text("<p>x</p><script>var s = 'TỐI MẬT'; if (a<b) {}</script><p>y</p>")
     assert "MẬT" not in html_to_text("<template><p>TỐI MẬT</p></template>")
