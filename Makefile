@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBS := $(VENV)/.debs
 
-.PHONY: deps run test unit e2e lint bench bench-memory soak clean
+.PHONY: deps run test unit e2e lint bench bench-memory bench-content soak clean
 
 deps: $(DEBS) $(STAMP)
 
@@ -42,8 +42,23 @@ bench: deps
 bench-memory: deps
 	$(BIN)/python bench/memory.py
 
+# the content check alone with the shipped rules, per message (no daemon; seconds)
+bench-content: deps
+	$(BIN)/python bench/content_rules.py
+
 soak: deps
 	$(BIN)/python -m pytest -q -m slow -p no:cacheprovider
+
+# the property tests, random (not derandomized as in make test), 20x the examples each asks for;
+# a failure prints the @reproduce_failure blob and is kept in .hypothesis/ (tests/conftest.py)
+.PHONY: fuzz mutation
+fuzz: deps
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider -m 'not e2e and not slow' \
+		$$(grep -rl --include='test_*.py' -e '@given' tests)
+
+# mutation testing of the safety-critical modules, in private copies of the tree (docs/mutation.md)
+mutation: deps
+	bash tests/mutation/run.sh
 
 clean:
 	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache

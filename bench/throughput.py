@@ -1,16 +1,21 @@
 """`make bench`: Postfix throughput alone, with govmilter (unix and inet) and with clamav-milter.
 
-One private Postfix relays to Postfix's smtp-sink; `smtp-source` injects N
-messages of L bytes over S parallel sessions. The variants are interleaved
+One private Postfix relays to Postfix's smtp-sink. By default the load is the traffic corpus of
+bench/corpus.py (distinct messages in a provincial gateway's mix, both directions, sent by
+bench/smtpload.py with PIPELINING and XCLIENT); `--load fixed` instead has `smtp-source` inject N
+copies of one L-byte body over S parallel sessions (the milter's fixed cost). The variants are interleaved
 over several rounds (each round in a rotated order) on the same machine in the
 same run, and reported as ratios (the machines are shared and noisy: absolute numbers from another day
 mean nothing). govmilter runs with every check on; the load plays Internet
 clients sending to a local mailbox, so DNS blocklist lookups happen too.
 
-smtp-source sends the same body every time, so after the first message the
+With `--load fixed` smtp-source sends the same body every time, so after the first message the
 scan cache answers for clamd (copies of one message are scanned once). The
 "gov every copy" variant turns the cache off (antivirus.cache_ttl = 0): clamd
-scans every message, the cost of mail that is all different.
+scans every message. On the corpus only circulars are copies, so the two differ little.
+
+`--half-load` adds one round per variant sent open-loop at half of that variant's saturated rate:
+the milter time per message users feel below saturation.
 """
 
 from __future__ import annotations
@@ -26,10 +31,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import corpus as traffic
+import smtpload
 
 from stack import (
     Clamd,
@@ -133,6 +143,15 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return previous_bound
 
 
+def check_seconds(url: str) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, calls) of each check from govmilter_check_duration_seconds."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    sums = dict(re.findall(r'^govmilter_check_duration_seconds_sum{check="([^"]+)"} (\S+)$', text, re.M))
+    counts = dict(re.findall(r'^govmilter_check_duration_seconds_count{check="([^"]+)"} (\S+)$', text, re.M))
+    return {name: (float(sums[name]), float(counts.get(name, 0))) for name in sums}
+
+
 def inject(port: int, messages: int, sessions: int, length: int, sender: str, rcpt: str) -> float:
     started = time.perf_counter()
     subprocess.run(
@@ -162,6 +181,12 @@ def baseline_govmilter(tree: Path, root: Path, settings: Callable[..., dict[str,
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--load", choices=("corpus", "fixed"), default="corpus",
+                        help="corpus: distinct messages of bench/corpus.py (default); fixed: smtp-source copies")
+    parser.add_argument("--corpus-messages", type=int, default=1000, help="messages in the corpus (--load corpus)")
+    parser.add_argument("--seed", type=int, default=1, help="the corpus's seed")
+    parser.add_argument("--half-load", action="store_true",
+                        help="one more round per variant at half its saturated rate (open loop)")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--length", type=int, default=10240)
@@ -181,6 +206,8 @@ def main() -> int:
     )  # fmt: skip
     args = parser.parse_args()
 
+    # a SIGTERM (timeout, kill) runs the finally below too: no Postfix, clamd or milter is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
     root.chmod(0o755)
     smtp_port, sink_port, dns_port = free_port(), free_port(), free_dns_port()
@@ -213,7 +240,20 @@ def main() -> int:
     govmilter_every_copy = Govmilter(
         root / "govmilter-every-copy", settings(f"unix:{milter_dir}/c.sock", ("antivirus.cache_ttl", "0"))
     )
-    postfix = Postfix(root / "postfix", smtp_port, sink_port, "")
+    # the corpus's clients are XCLIENT addresses outside mynetworks: the private Postfix relays for them
+    relay_for_corpus = [
+        "smtpd_authorized_xclient_hosts = 127.0.0.0/8",
+        "mynetworks = 127.0.0.0/8 10.0.0.0/8 192.0.2.0/24 198.51.100.0/24 203.0.113.0/24",
+    ]
+    postfix = Postfix(root / "postfix", smtp_port, sink_port, "", relay_for_corpus)
+    load: smtpload.Corpus | None = None
+    if args.load == "corpus":
+        traffic.build(args.seed, args.corpus_messages, root / "corpus")
+        load = smtpload.Corpus(root / "corpus")
+        print(f"corpus: {load.messages} messages, {load.bytes / 2**20:.0f} MiB on the wire,"
+              f" {len(load.connections)} connections (seed {args.seed})", flush=True)
+    count = load.messages if load else args.messages
+    megabytes = (load.bytes if load else args.messages * args.length) / 2**20
     govmilter_baseline = baseline_govmilter(Path(args.baseline), root, settings) if args.baseline else None
     variants: dict[str, tuple[str, Callable[[], None], Callable[[], None], Govmilter | None]] = {
         "no milter": ("", lambda: None, lambda: None, None),
@@ -239,6 +279,10 @@ def main() -> int:
     latency: dict[str, list[tuple[float, float]]] = {name: [] for name in cpu}
     rss: dict[str, list[float]] = {name: [] for name in cpu}
     machine: dict[str, list[float]] = {name: [] for name in rates}
+    shares: dict[str, dict[str, list[float]]] = {name: {} for name in cpu}  # check -> ms per message, per round
+    replies: dict[str, Counter[str]] = {name: Counter() for name in rates}
+    generator_cpu: list[float] = []
+    half: dict[str, tuple[float, float, float]] = {}  # variant -> (rate sent, p50, p99) of the milter
     try:
         clamd.start()
         dns.start()
@@ -248,63 +292,94 @@ def main() -> int:
         unknown = set(names) - set(variants)
         if unknown:
             parser.error(f"unknown variants {sorted(unknown)}; known: {list(variants)}")
+        schedule = []
         for round_no in range(1, args.rounds + 1):
             # each round starts with another variant, so no variant always follows the same one
             shift = (round_no - 1) % len(names)
-            for name in names[shift:] + names[:shift]:
-                milter, start, stop, gov = variants[name]
-                start()
-                postfix.milter = milter
-                postfix.reload()
-                # the previous variant's mail may still be on its way to the sink: let it go first,
-                # or this variant would pay for its delivery
-                wait_until(lambda: postfix.queue_size() == 0, 300, "the queue to drain")
+            schedule += [(round_no, name) for name in names[shift:] + names[:shift]]
+        if args.half_load and load:
+            schedule += [(0, name) for name in names]  # round 0: half load, after the rates are known
+        for round_no, name in schedule:
+            half_rate = statistics.median(rates[name]) / 2 if round_no == 0 else None
+            milter, start, stop, gov = variants[name]
+            start()
+            postfix.milter = milter
+            postfix.reload()
+            # the previous variant's mail may still be on its way to the sink: let it go first,
+            # or this variant would pay for its delivery
+            wait_until(lambda: postfix.queue_size() == 0, 300, "the queue to drain")
+            time.sleep(1.0)
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            before_cpu = cpu_seconds(gov.proc.pid) if gov and gov.proc else 0.0
+            before_clamd = cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0
+            before_busy, before_total = machine_busy_seconds()
+            before_hist = histogram(url, "govmilter_message_duration_seconds") if gov else {}
+            before_checks = check_seconds(url) if gov else {}
+            profilers: list[subprocess.Popen[bytes]] = []
+            if args.profile and gov is govmilter_unix and round_no == 1 and gov.proc:
+                profilers.append(subprocess.Popen(
+                    [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
+                     "--output", args.profile, "--rate", "250", "--gil"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
                 time.sleep(1.0)
-                url = f"http://127.0.0.1:{metrics_port}/metrics"
-                before_cpu = cpu_seconds(gov.proc.pid) if gov and gov.proc else 0.0
-                before_clamd = cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0
-                before_busy, before_total = machine_busy_seconds()
-                before_hist = histogram(url, "govmilter_message_duration_seconds") if gov else {}
-                profilers: list[subprocess.Popen[bytes]] = []
-                if args.profile and gov is govmilter_unix and round_no == 1 and gov.proc:
-                    profilers.append(subprocess.Popen(
-                        [str(ROOT / ".venv/bin/py-spy"), "record", "--pid", str(gov.proc.pid), "--format", "raw",
-                         "--output", args.profile, "--rate", "250", "--gil"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    ))  # fmt: skip
-                    time.sleep(1.0)
-                if args.perf and round_no == 1:
-                    Path(args.perf).mkdir(parents=True, exist_ok=True)
-                    profilers.append(subprocess.Popen(
-                        ["perf", "record", "-a", "-g", "-F", "499", "-e", "cpu-clock",
-                         "-o", str(Path(args.perf) / (name.replace(" ", "-") + ".data"))],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    ))  # fmt: skip
-                    time.sleep(1.0)
+            if args.perf and round_no == 1:
+                Path(args.perf).mkdir(parents=True, exist_ok=True)
+                profilers.append(subprocess.Popen(
+                    ["perf", "record", "-a", "-g", "-F", "499", "-e", "cpu-clock",
+                     "-o", str(Path(args.perf) / (name.replace(" ", "-") + ".data"))],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                time.sleep(1.0)
+            if load:
+                sent = smtpload.send("127.0.0.1", smtp_port, load, args.sessions, half_rate)
+                seconds = sent.seconds
+                if sent.errors:
+                    print(f"  {len(sent.errors)} connections failed, first: {sent.errors[0]}", flush=True)
+            else:
                 seconds = inject(smtp_port, args.messages, args.sessions, args.length,
                                  "bench@example.com", "user@bacninh.gov.vn")  # fmt: skip
-                for profiler in profilers:
-                    profiler.send_signal(signal.SIGINT)
-                    profiler.wait(30)
-                rate = args.messages / seconds
-                rates[name].append(rate)
-                line = f"round {round_no}  {name:15s} {rate:7.1f} msg/s  queue {postfix.queue_size():4d}"
-                busy, total = machine_busy_seconds()
-                clamd_used = (cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0) - before_clamd
-                machine[name].append((busy - before_busy) * 1000 / args.messages)
-                line += f"  machine {(busy - before_busy) / (total - before_total):.0%} busy,"
-                line += f" {machine[name][-1]:.2f} CPU s/1000 msg (clamd {clamd_used * 1000 / args.messages:.2f})"
+            for profiler in profilers:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(30)
+            rate = count / seconds
+            label = f"round {round_no}" if round_no else "half load"
+            line = f"{label}  {name:15s} {rate:7.1f} msg/s {megabytes / seconds:6.1f} MB/s"
+            line += f"  queue {postfix.queue_size():4d}"
+            if load:
+                line += f"  load generator {sent.cpu_seconds * 1000 / count:.2f} CPU s/1000 msg"
+            if round_no == 0:
                 if gov and gov.proc:
-                    used = cpu_seconds(gov.proc.pid) - before_cpu
-                    cpu[name].append(used * 1000 / args.messages)
                     after_hist = histogram(url, "govmilter_message_duration_seconds")
                     p50, p99 = quantile(before_hist, after_hist, 0.5), quantile(before_hist, after_hist, 0.99)
-                    latency[name].append((p50, p99))
-                    rss[name].append(rss_mb(gov.proc.pid))
-                    line += f"  cpu {cpu[name][-1]:.2f} s/1000 msg  p50 {p50 * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms"
-                    line += f"  rss {rss[name][-1]:.0f} MB"
+                    half[name] = (rate, p50, p99)
+                    line += f"  milter p50 {p50 * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms"
                 print(line, flush=True)
                 stop()
+                continue
+            rates[name].append(rate)
+            if load:
+                replies[name].update(sent.replies)
+                generator_cpu.append(sent.cpu_seconds * 1000 / count)
+            busy, total = machine_busy_seconds()
+            clamd_used = (cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0) - before_clamd
+            machine[name].append((busy - before_busy) * 1000 / args.messages)
+            line += f"  machine {(busy - before_busy) / (total - before_total):.0%} busy,"
+            line += f" {machine[name][-1]:.2f} CPU s/1000 msg (clamd {clamd_used * 1000 / args.messages:.2f})"
+            if gov and gov.proc:
+                used = cpu_seconds(gov.proc.pid) - before_cpu
+                cpu[name].append(used * 1000 / args.messages)
+                after_hist = histogram(url, "govmilter_message_duration_seconds")
+                p50, p99 = quantile(before_hist, after_hist, 0.5), quantile(before_hist, after_hist, 0.99)
+                latency[name].append((p50, p99))
+                rss[name].append(rss_mb(gov.proc.pid))
+                for check, (total, _calls) in check_seconds(url).items():
+                    spent = total - before_checks.get(check, (0.0, 0.0))[0]
+                    shares[name].setdefault(check, []).append(spent * 1000 / count)
+                line += f"  cpu {cpu[name][-1]:.2f} s/1000 msg  p50 {p50 * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms"
+                line += f"  rss {rss[name][-1]:.0f} MB"
+            print(line, flush=True)
+            stop()
     finally:
         parts = (postfix, govmilter_unix, govmilter_inet, govmilter_every_copy, govmilter_baseline, clamav_milter)
         for part in (*parts, sink, dns, clamd):
@@ -317,9 +392,18 @@ def main() -> int:
 
     median = {name: statistics.median(values) for name, values in rates.items()}
     print()
-    print(f"{args.messages} messages of {args.length} bytes, {args.sessions} sessions, {args.rounds} rounds (median)")
+    if load:
+        what = f"the corpus ({count} distinct messages, {megabytes:.0f} MiB, seed {args.seed})"
+    else:
+        what = f"{args.messages} messages of {args.length} bytes"
+    print(f"{what}, {args.sessions} sessions, {args.rounds} rounds (median)")
     for name, value in median.items():
-        print(f"  {name:15s} {value:7.1f} msg/s")
+        print(f"  {name:15s} {value:7.1f} msg/s {value * megabytes / count:6.1f} MB/s")
+    if load:
+        print(f"  load generator: {statistics.median(generator_cpu):.2f} CPU s per 1000 messages (median)")
+        for name, counted in replies.items():
+            mix = ", ".join(f"{reply} {n}" for reply, n in sorted(counted.items()))
+            print(f"  replies, {name}, all rounds: {mix}")
     pairs = {
         "govmilter unix / no milter": ("govmilter unix", "no milter"),
         "govmilter unix / clamav-milter": ("govmilter unix", "clamav-milter"),
@@ -349,9 +433,20 @@ def main() -> int:
             f"  {name}: {statistics.median(cpu[name]):.2f} CPU s per 1000 messages,"
             f" milter time p50 {p50:.1f} ms p99 {p99:.1f} ms, RSS {max(rss[name]):.0f} MB"
         )
+    for name, checks in shares.items():
+        if checks:
+            per_check = {check: statistics.median(values) for check, values in checks.items()}
+            whole = sum(per_check.values()) or 1.0
+            table = ", ".join(f"{check} {ms:.2f} ms ({ms / whole:.0%})" for check, ms in sorted(
+                per_check.items(), key=lambda item: -item[1]))  # fmt: skip
+            print(f"  {name}: time per message in each check: {table}")
+    for name, (sent_rate, p50, p99) in half.items():
+        felt = f"milter time p50 {p50 * 1000:.1f} ms p99 {p99 * 1000:.1f} ms"
+        print(f"  {name} at half load ({sent_rate:.0f} msg/s): {felt}")
     if args.json:
         figures = {"rates": rates, "median": median, "ratios": ratios, "per_round": per_round, "cpu": cpu,
-                   "latency": latency, "rss": rss}  # fmt: skip
+                   "latency": latency, "rss": rss, "shares": shares, "half_load": half,
+                   "replies": replies, "generator_cpu": generator_cpu}  # fmt: skip
         Path(args.json).write_text(json.dumps({**figures, "machine": machine}, indent=2))
     return 0
 

@@ -19,6 +19,8 @@ packages=(
   python3-dev          # make deb: pymilter compiles against Debian's Python 3.11 in the package's venv
   acl                  # setfacl: the package gives the service read access to the officers' rule files
   gcc                  # make deb: compiles pymilter's C extension
+  genisoimage          # tests: real ISO 9660 and UDF images for the disk-image true-type rule
+  dosfstools           # tests: mkfs.vfat makes a FAT floppy image (.img) for the same rule
 )
 
 missing=()

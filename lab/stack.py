@@ -97,9 +97,11 @@ def govmilter_settings(
         "milter.spool_dir": f'"{spool_dir}"',
         "rules.dir": f'"{rules_dir}"',
         "antivirus.clamd": f'["unix:{clamd_socket}"]',
-        "dnsbl.resolver": '"127.0.0.1"',
-        "dnsbl.resolver_port": str(dns_port),
+        "dns.resolver": '"127.0.0.1"',
+        "dns.port": str(dns_port),
         "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+        # 127.0.0.1 plays a mailbox server (a trusted relay) here, not the gateway host
+        "network.gateway_host": "[]",
     }
 
 
@@ -259,11 +261,19 @@ class Clamd:
 class Dns:
     """dnsmasq answering test records on 127.0.0.1:port and NXDOMAIN for every other name."""
 
-    def __init__(self, root: Path, port: int, records: Sequence[str] = DNS_RECORDS, ttl: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        port: int,
+        records: Sequence[str] = DNS_RECORDS,
+        ttl: int | None = None,
+        txt: Sequence[tuple[str, str]] = (),
+    ):
         self.root = root
         self.port = port
         self.records = records
         self.ttl = ttl
+        self.txt = txt  # (name, text): SPF, DKIM and DMARC records of the authentication tests
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -279,6 +289,9 @@ class Dns:
             "--address=/#/",
             f"--pid-file={self.root / 'dnsmasq.pid'}",
             *(f"--host-record={r}" for r in self.records),
+            # a TXT string holds 255 octets: a longer text (a DKIM key) is several strings, joined by readers
+            *(f"--txt-record={name},{','.join(text[i : i + 255] for i in range(0, len(text), 255))}"
+              for name, text in self.txt),
             *([f"--local-ttl={self.ttl}"] if self.ttl is not None else []),
         ]
         log = open(self.root / "dnsmasq.out", "ab")
@@ -444,8 +457,11 @@ class Postfix:
             "smtpd_client_connection_count_limit = 0",
             "default_process_limit = 100",
             "smtp_connection_cache_on_demand = yes",
-            *self.extra,
         ]
+        # an extra setting replaces the default of the same name: a key given twice makes every Postfix
+        # process warn at start, and that burst of warnings can deadlock postlogd on its own socket
+        extra = {line.split("=", 1)[0].strip(): line for line in self.extra}
+        main = [extra.pop(line.split("=", 1)[0].strip(), line) for line in main] + list(extra.values())
         self.etc.joinpath("main.cf").write_text("\n".join(main) + "\n")
 
     def _master_cf(self) -> str:
@@ -670,6 +686,7 @@ class Stack:
             metrics_port=self.metrics_port,
         )
         settings["rules.reload_interval"] = "0.5"
+        settings["rules.last_good_dir"] = f'"{self.root / "last-good-rules"}"'  # not the host's /var/lib
         settings.update(self.settings)
         return settings
 

@@ -1,8 +1,8 @@
 """Writes the configuration the Debian package installs (/etc/govmilter/govmilter.toml) to stdout.
 
 It is config.example.toml with the values a fresh gateway must start from, so the two never
-drift apart: no trusted relay until the operator lists exactly the mailbox servers, and the rule
-directory at its installed path. Only keys that config.example.toml has are touched; a key that
+drift apart: no trusted relay until the operator lists exactly the mailbox servers, the rule
+directory at its installed path, and monitor mode on for the first days (a burn-in). Only keys that config.example.toml has are touched; a key that
 is missing there is an error here (the build stops) rather than a silently different default.
 
     python3 packaging/installed_config.py config.example.toml > govmilter.toml
@@ -35,6 +35,14 @@ EDITS: tuple[tuple[str, str, str], ...] = (
         "trusted_relays = []",
     ),
     ("rules", "dir", 'dir = "/etc/govmilter/rules"      # the officers\' rule files (*.toml), reloaded live'),
+    (
+        "milter",
+        "monitor",
+        "# A fresh gateway starts in monitor mode: nothing is refused on policy, the would-be refusals\n"
+        "# are logged (would=) and tagged X-Govmilter-Monitor. Read them for a week or two, then set\n"
+        '# false and `systemctl restart govmilter` (install-package.md, "Leaving monitor mode").\n'
+        "monitor = true",
+    ),
 )
 
 
@@ -59,6 +67,7 @@ def installed(example: str) -> str:
     data = tomllib.loads(text)
     assert data["network"]["trusted_relays"] == [], "trusted_relays must start empty"
     assert data["rules"]["dir"] == "/etc/govmilter/rules"
+    assert data["milter"]["monitor"] is True, "the installed gateway starts in monitor mode"
     return text
 
 

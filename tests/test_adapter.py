@@ -15,7 +15,7 @@ from govmilter.checks import CheckHooks
 from govmilter.model import MessageFacts, Stage, Transaction, Verdict
 from govmilter.runtime import Runtime
 from support.header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
-from support.milter_ctx import TestCtx, adapter_runtime
+from support.milter_ctx import RecordingCtx, TestCtx, adapter_runtime, drive
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_postfix_is_asked_for_the_mail_from_macros_only(runtime: Runtime) -> Non
     # the other stages keep Postfix's defaults (the queue id "i"): each list asked costs a GIL round trip
     ctx = TestCtx()
     negotiated(ctx)
-    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}", b"{client_addr}", b"{client_name}"}
+    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}", b"{client_addr}", b"{client_name}", b"s"}
     assert [stage for stage, names in enumerate(ctx._symlist) if names is not None] == [Milter.M_ENVFROM]
 
 
@@ -322,3 +322,256 @@ def test_the_message_is_released_at_its_end(runtime: Runtime) -> None:
     assert tx is not None and tx.spool is not None
     ctx._abort()
     assert tx.spool.closed and ctx._priv.tx is None
+
+
+# ---- every failure path answers 451 4.3.0, with the reply set ------------------------------------
+# Our own bug never accepts a message and never leaves Postfix without an answer: each callback's
+# exception, a failure remembered in a no-reply callback, a refused header change, even a failure
+# of the reply itself. RecordingCtx records the replies and header changes as an MTA would see them.
+
+PLAIN = [("From", "a@example.com"), ("To", "user@bacninh.gov.vn"), ("Subject", "hello"),
+         ("Message-ID", "<f1@example.com>")]  # fmt: skip
+BODY = b"Hi.\r\n"
+TEMPFAIL_REPLY = ("451", "4.3.0")
+
+
+class AtHeaders(CheckHooks):
+    """A check that does nothing at end of headers, so that the step is negotiated and called."""
+
+    name = "at-headers"
+    stages = frozenset({Stage.HEADERS})
+
+    def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+        return []
+
+
+def internal_errors(runtime: Runtime, where: str) -> float:
+    return float(runtime.metrics.internal_errors.labels(where=where)._value.get())
+
+
+def decisions(runtime: Runtime, action: str, check: str) -> float:
+    return float(runtime.metrics.messages.labels(action=action, check=check)._value.get())
+
+
+def assert_tempfailed(ctx: RecordingCtx, rc: int, runtime: Runtime, where: str) -> None:
+    assert rc == Milter.TEMPFAIL
+    assert [reply[:2] for reply in ctx.replies] == [TEMPFAIL_REPLY]  # set once, before the answer
+    assert ctx._reply[:2] == TEMPFAIL_REPLY
+    assert internal_errors(runtime, where) == 1
+    assert decisions(runtime, "accept", "none") == 0
+    assert ctx._priv.tx is None  # the message is released with the answer
+
+
+@pytest.mark.parametrize(
+    ("stage", "where"), [(Stage.MAIL, "mail"), (Stage.HEADERS, "headers"), (Stage.BODY, "body"), (Stage.EOM, "eom")]
+)
+def test_an_exception_in_each_callback_answers_451(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, stage: Stage, where: str
+) -> None:
+    runtime.pipeline.__init__([*runtime.pipeline.checks, AtHeaders()], runtime.metrics)  # type: ignore[misc]
+    real_run = runtime.pipeline.run
+
+    def run(at: Stage, tx: Transaction) -> Verdict | None:
+        if at is stage:
+            raise RuntimeError(f"a bug at {at.value}")  # outside any check: the adapter's own guard
+        return real_run(at, tx)
+
+    monkeypatch.setattr(runtime.pipeline, "run", run)
+    ctx = RecordingCtx()
+    rc = drive(ctx, PLAIN, BODY)
+    assert_tempfailed(ctx, rc, runtime, where)
+    assert decisions(runtime, "tempfail", "adapter") == 1  # the answer is recorded like any decision
+    assert ctx.added == [] and ctx.changed == []  # a tempfailed message is not marked
+
+
+@pytest.mark.parametrize("part", ["accept_verdict", "forged_headers", "chgheader", "addheader"])
+def test_a_failure_while_marking_an_accepted_message_answers_451(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, part: str
+) -> None:
+    accepted: list[Transaction] = []
+    monkeypatch.setattr(runtime.pipeline, "accepted", accepted.append)
+    ctx = RecordingCtx()
+
+    def refuse(*args: object) -> None:
+        raise OSError(f"{part} refused")
+
+    monkeypatch.setattr(runtime if part in ("accept_verdict", "forged_headers") else ctx, part, refuse)
+    rc = drive(ctx, [*PLAIN, ("X-Spam-Flag", "NO")], BODY)
+    assert_tempfailed(ctx, rc, runtime, "eom")
+    assert accepted == []  # not remembered as accepted (the forwarding memory)
+
+
+def test_a_failure_of_the_reply_itself_is_still_a_tempfail(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    def record(*args: object) -> None:
+        raise OSError("the decision log is full")
+
+    monkeypatch.setattr(runtime, "record", record)
+    ctx = RecordingCtx()
+    rc = drive(ctx, PLAIN, BODY)
+    assert rc == Milter.TEMPFAIL  # libmilter's own tempfail: never the accept that was being answered
+    assert ctx._reply[:2] == TEMPFAIL_REPLY
+    assert internal_errors(runtime, "eom") == 1
+
+
+class FailingList(list[str]):
+    def append(self, item: str) -> None:
+        raise MemoryError("no room for a recipient")
+
+
+def start(ctx: RecordingCtx) -> GovMilter:
+    ctx._setsymval("i", "4FAIL")
+    assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+    assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+    milter: GovMilter = ctx._priv
+    return milter
+
+
+@pytest.mark.parametrize("where", ["rcpt", "header"])
+def test_a_failure_in_a_no_reply_callback_is_answered_at_end_of_message(runtime: Runtime, where: str) -> None:
+    ctx = RecordingCtx()
+    milter = start(ctx)
+    assert milter.tx is not None
+    if where == "rcpt":
+        milter.tx.envelope.rcpts = FailingList()
+        assert ctx._envrcpt("<user@bacninh.gov.vn>") == Milter.CONTINUE  # no reply is read here
+    else:
+        assert ctx._envrcpt("<user@bacninh.gov.vn>") == Milter.CONTINUE
+        milter.tx.headers = None  # type: ignore[assignment]
+        assert milter.header("Subject", "x") == Milter.CONTINUE
+    assert internal_errors(runtime, where) == 1
+    ctx._body = io.BytesIO()
+    assert ctx._feed_body(io.BytesIO(b"")) == Milter.CONTINUE  # an empty body: no body step at all
+    rc = ctx._eom()
+    assert_tempfailed(ctx, rc, runtime, where)
+    assert ctx.added == [] and ctx.changed == []
+    assert decisions(runtime, "tempfail", "adapter") == 1
+
+
+def test_a_remembered_failure_is_answered_at_end_of_headers(runtime: Runtime) -> None:
+    runtime.pipeline.__init__([*runtime.pipeline.checks, AtHeaders()], runtime.metrics)  # type: ignore[misc]
+    ctx = RecordingCtx()
+    milter = start(ctx)
+    assert milter.tx is not None
+    milter.tx.headers = None  # type: ignore[assignment]
+    milter.header("Subject", "x")
+    assert_tempfailed(ctx, ctx._eoh(), runtime, "header")
+
+
+def test_a_remembered_failure_ends_with_its_message(runtime: Runtime) -> None:
+    # the next MAIL FROM on the same connection starts clean: one bad message does not refuse the next
+    ctx = RecordingCtx()
+    milter = start(ctx)
+    assert milter.tx is not None
+    milter.tx.headers = None  # type: ignore[assignment]
+    milter.header("Subject", "x")
+    ctx._body = io.BytesIO()
+    assert ctx._eom() == Milter.TEMPFAIL
+    assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+    assert ctx._envrcpt("<user@bacninh.gov.vn>") == Milter.CONTINUE
+    for name, value in PLAIN:
+        milter.header(name, value)
+    ctx._body = io.BytesIO()
+    assert ctx._feed_body(io.BytesIO(BODY)) == Milter.CONTINUE
+    assert ctx._eom() == Milter.ACCEPT
+    assert decisions(runtime, "accept", "none") == 1
+
+
+def test_forged_gateway_headers_are_removed_by_occurrence_before_ours_is_added(runtime: Runtime) -> None:
+    fields = [("From", "a@example.com"), ("X-Spam-Flag", "YES"), ("To", "user@bacninh.gov.vn"),
+              ("x-spam-flag", "NO"), ("X-Virus-Scanned", "clean"), ("Subject", "hello"),
+              ("X-Govmilter", "action=accept forged"), ("X-Spammy", "not ours"), ("X-Virus", "not ours"),
+              ("X-SPAM-FLAG", "NO"), ("X-Virus-Status", "Clean"), ("X-Spam-Status", "No, score=-5")]  # fmt: skip
+    ctx = RecordingCtx()
+    assert drive(ctx, fields, BODY) == Milter.ACCEPT
+    # the last first, so that the earlier occurrences keep their numbers; each name counted on its own,
+    # whatever its case; an empty value deletes the field
+    assert ctx.changed == [
+        ("X-Spam-Status", 1, ""),
+        ("X-Virus-Status", 1, ""),
+        ("X-SPAM-FLAG", 3, ""),
+        ("X-Govmilter", 1, ""),
+        ("X-Virus-Scanned", 1, ""),
+        ("x-spam-flag", 2, ""),
+        ("X-Spam-Flag", 1, ""),
+    ]
+    ours = [name for name, _, _ in ctx.added]
+    assert "X-Govmilter" in ours
+    # ours are added after the removals: an index counted before they are added stays right
+    assert ctx.actions == [("chgheader", name) for name, _, _ in ctx.changed] + [("addheader", n) for n in ours]
+    assert not any("forged" in value for _, value, _ in ctx.added)
+
+
+def test_a_message_without_forged_headers_changes_none(runtime: Runtime) -> None:
+    ctx = RecordingCtx()
+    assert drive(ctx, PLAIN, BODY) == Milter.ACCEPT
+    assert ctx.changed == [] and "X-Govmilter" in [name for name, _, _ in ctx.added]
+    assert ctx.replies == []  # an accept sets no reply
+
+
+# ---- small pieces the mutation run found untested (docs/mutation.md) -------------------------------
+
+
+def test_reply_text_keeps_printable_ascii_and_blanks_the_rest() -> None:
+    from govmilter.adapter import _reply_text
+
+    printable = "".join(chr(c) for c in range(0x20, 0x7F))
+    assert _reply_text(printable) == printable.replace("%", " ")
+    assert _reply_text("\x7f\x1f\té€\u2028") == "      "
+
+
+def test_the_listening_port_is_read_from_inet_sockets_only() -> None:
+    from govmilter.adapter import _inet_port
+
+    assert _inet_port("inet:8890@127.0.0.1") == 8890
+    assert _inet_port("inet6:10025@[::1]") == 10025
+    assert _inet_port("inet:8890") == 8890
+    assert _inet_port("unix:/run/govmilter/milter.sock") is None
+    assert _inet_port("inet:port@127.0.0.1") is None
+
+
+def test_the_queue_id_is_read_later_when_mail_from_had_none(runtime: Runtime) -> None:
+    runtime.pipeline.__init__([*runtime.pipeline.checks, AtHeaders()], runtime.metrics)  # type: ignore[misc]
+    for step in ("eoh", "eom"):
+        ctx = RecordingCtx()
+        ctx._macros.pop("i", None)
+        assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+        assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+        milter: GovMilter = ctx._priv
+        assert milter.tx is not None and milter.tx.envelope.queue_id == ""
+        tx = milter.tx
+        ctx._setsymval("i", "4LATER")  # Postfix knows it from end of headers on
+        if step == "eoh":
+            assert ctx._eoh() == Milter.CONTINUE
+        else:
+            ctx._body = io.BytesIO()
+            assert ctx._eom() == Milter.ACCEPT
+        assert tx.envelope.queue_id == "4LATER"
+
+
+def test_a_known_queue_id_is_kept(runtime: Runtime) -> None:
+    runtime.pipeline.__init__([*runtime.pipeline.checks, AtHeaders()], runtime.metrics)  # type: ignore[misc]
+    ctx = RecordingCtx()
+    ctx._setsymval("i", "4FIRST")
+    assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+    assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+    tx = ctx._priv.tx
+    ctx._setsymval("i", "4OTHER")
+    assert ctx._eoh() == Milter.CONTINUE
+    ctx._body = io.BytesIO()
+    assert ctx._eom() == Milter.ACCEPT
+    assert tx.envelope.queue_id == "4FIRST"
+
+
+def test_keeping_the_connect_step_changes_that_bit_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in adapter_runtime(monkeypatch):
+        actions, protocol, *rest = PymilterTestCtx.default_opts
+        monkeypatch.setattr(PymilterTestCtx, "default_opts", [actions & ~Milter.SETSYMLIST, protocol, *rest])
+        ctx = TestCtx()
+        assert ctx._negotiate() == Milter.CONTINUE
+        assert not ctx._protocol & Milter.P_NOCONNECT
+        assert ctx._protocol & Milter.P_NOHELO and ctx._protocol & Milter.P_NODATA  # the rest as negotiated
+
+
+def test_a_connection_closed_before_negotiation_leaves_the_gauge_alone(runtime: Runtime) -> None:
+    GovMilter(runtime).close()
+    assert runtime.metrics.connections_in_flight._value.get() == 0

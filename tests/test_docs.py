@@ -194,7 +194,7 @@ def rule_files_by_kind() -> dict[str, list[Path]]:
 def test_each_kind_of_rule_file_carries_the_key_block_of_its_schema_once() -> None:
     schemas = rule_schemas()
     by_kind = rule_files_by_kind()
-    assert set(schemas) == set(by_kind) == {"forwarding", "attachments", "dnsbl", "content"}
+    assert set(schemas) == set(by_kind) == {"forwarding", "attachments", "dnsbl", "auth", "content"}
     for kind, schema in schemas.items():
         blocks = {path: header_block(path.read_text()) for path in by_kind[kind]}
         holders = [path for path, block in blocks.items() if block is not None]
@@ -225,7 +225,7 @@ def test_officers_key_table_names_the_keys_of_each_schema() -> None:
         assert rows[kind] == declared, f"docs/officers.md, kind {kind}: {sorted(rows[kind] ^ declared)}"
 
 
-@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "content"])
+@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "auth", "content"])
 def test_each_compiler_accepts_exactly_the_keys_of_its_schema(kind: str) -> None:
     """An entry and a file with every declared key draw no "unknown key"; one more key does."""
     schema = rule_schemas()[kind]

@@ -156,3 +156,48 @@ def test_health_is_503_when_no_clamd_answers(clamd_factory: Callable[..., LabCla
     server.start()  # clamd came back: the next probe sees it, no message needed
     assert runtime.health()["ok"] is True
     assert runtime.metrics.registry.get_sample_value("govmilter_clamd_up", {"address": address}) == 1
+
+
+def test_a_taken_port_is_named_with_its_key_and_the_daemon_exits_non_zero(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(OSError) as failed:
+            httpd.start(listen, Metrics().registry, lambda: {"ok": True})
+        assert str(failed.value) == f"[metrics] listen {listen} is already in use (another govmilter or exporter?)"
+
+        # the daemon says so on one line and stops before it opens the milter socket
+        milter_port = free_port()
+        result = subprocess.run(
+            [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
+             "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "lg"}"',
+             "--set", f'milter.socket="inet:{milter_port}@127.0.0.1"', "--set", f'metrics.listen="{listen}"'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"error: [metrics] listen {listen} is already in use" in result.stderr
+    assert "Errno" not in result.stderr
+
+
+def test_a_taken_milter_port_is_named_with_its_key(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
+             "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "lg"}"',
+             "--set", f'milter.socket="inet:{port}@127.0.0.1"', "--set", 'metrics.listen=""'],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"error: [milter] socket inet:{port}@127.0.0.1: 127.0.0.1:{port} is already in use" in result.stderr

@@ -57,6 +57,7 @@ LAYERS = {
     "govmilter.adapter": 5,
     "govmilter.httpd": 5,
     "govmilter.offline": 5,  # `govmilter scan`: the pipeline on a stored message
+    "govmilter.doctor": 5,  # `govmilter doctor`: probes the services the checks use
     "govmilter.runtime": 4,
     "govmilter.pipeline": 3,
 }

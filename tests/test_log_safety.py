@@ -208,7 +208,7 @@ def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
     raw = decision.log_line(tx, verdict, 0.0021)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in raw), raw
     line = parse_dict(raw)
-    keys = [*DECISION_KEYS, *(["monitor"] if monitor_rule else []), "ms"]
+    keys = [*DECISION_KEYS, *(["monitor", "would"] if monitor_rule else []), "ms"]
     assert list(line) == keys
     wire = {
         "queue_id": queue_id or "-",
@@ -228,6 +228,7 @@ def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
         "ruleset": "v1",
         "size": "1234",
         "ms": "2.1",
+        **({"would": "reject"} if monitor_rule else {}),
     }
     assert len(raw) < 2000
 
@@ -361,7 +362,7 @@ def test_redact_url() -> None:
 def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
+        pytest.fail("redis-server is not installed (Debian package redis-server, lab/install-deps.sh)")
     port = free_port()
     directory = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
@@ -393,9 +394,10 @@ INBOUND = b"From: a@example.com\r\nTo: user@bacninh.gov.vn\r\nMessage-ID: <m1@ex
 
 @pytest.mark.parametrize("where", ["wrong-password", "nobody-listening"])
 def test_a_redis_password_never_reaches_the_log(
-    where: str, redis_with_password: int, caplog: pytest.LogCaptureFixture
+    where: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = redis_with_password if where == "wrong-password" else free_port()
+    # only the wrong password needs a Redis server; nobody listening needs none
+    port = request.getfixturevalue("redis_with_password") if where == "wrong-password" else free_port()
     url = f"redis://:{SECRET}@127.0.0.1:{port}/0"
     harness = Harness([f'forwarding.redis_url="{url}"', "forwarding.redis_timeout=1.0"], skip=SERVICE_CHECKS)
     caplog.set_level(logging.DEBUG)

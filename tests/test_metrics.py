@@ -35,6 +35,9 @@ BOUNDED_LABELS = {
     "address",  # a clamd address from [antivirus] clamd, not a client address
     "signature",  # ClamAV signature names, capped by the antivirus check (then "other")
     "zone",  # a DNS zone from rules/dnsbl.toml
+    "purpose",  # the fixed purposes of a DNS lookup: dnsbl | spf | dkim | dmarc | arc
+    "method",  # the fixed authentication methods: spf | dkim | dmarc | arc
+    "domain",  # a signing domain from [dkim] keys, never a domain from the wire
     "version",  # one value at a time: the rule-set or the package version
     "outcome",  # reloaded | failed
     "python",  # the interpreter version

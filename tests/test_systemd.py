@@ -47,3 +47,17 @@ def test_reload_validates_rules_and_the_service_runs_unprivileged() -> None:
     assert re.search(r"^ExecReload=\S*govmilter rules check", text, re.M)
     assert re.search(r"^User=govmilter$", text, re.M)
     assert re.search(r"^CapabilityBoundingSet=$", text, re.M)
+
+
+def test_the_unit_leaves_rule_files_to_the_daemon_and_waits_for_the_drain() -> None:
+    from govmilter.config import MilterConfig
+    from govmilter.runtime import ANSWER_WINDOW
+
+    text = UNIT.read_text()
+    # a broken rule file must not keep the daemon from starting on its last good copy
+    assert not re.search(r"^ExecStartPre=.*rules check", text, re.M)
+    assert re.search(r"^ExecStartPre=\S*govmilter config check$", text, re.M)
+    stop = re.search(r"^TimeoutStopSec=(\d+)$", text, re.M)
+    assert stop, "TimeoutStopSec must be set: systemd's default (90 s) is not a decision"
+    assert int(stop.group(1)) > MilterConfig().shutdown_grace + ANSWER_WINDOW + 5
+    assert re.search(r"^KillSignal=", text, re.M) is None  # SIGTERM, the signal that drains

@@ -1,4 +1,4 @@
-"""Command line: run | scan | rules check | rules keys | config check | version."""
+"""Command line: run | scan | rules check | rules keys | config check | doctor | version."""
 
 from __future__ import annotations
 
@@ -63,8 +63,37 @@ def _parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     _common(config_commands.add_parser("check", help="validate the configuration"))
 
+    doctor = commands.add_parser(
+        "doctor", help="preflight: config, rules, clamd, DNS, directories and Postfix's settings; exit 1 on a FAIL"
+    )
+    _common(doctor)
+    doctor.add_argument("--postconf-dir", metavar="DIR", help="read a private Postfix's main.cf (postconf -c DIR)")
+    doctor.add_argument(
+        "--max-signature-age", type=float, default=3.0, metavar="DAYS", help="warn when clamd's signatures are older"
+    )
+
+    dkim = commands.add_parser("dkim", help="outbound DKIM signing keys")
+    dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True)
+    keygen = dkim_commands.add_parser("keygen", help="write a new signing key (mode 0600), print its DNS TXT record")
+    keygen.add_argument("--domain", required=True, help="the signing domain, a local domain")
+    keygen.add_argument("--selector", required=True, help="the selector: the key's name in DNS")
+    keygen.add_argument("--type", choices=("rsa", "ed25519"), default="rsa", help="RSA 2048 (default) or Ed25519")
+    keygen.add_argument(
+        "--out", metavar="FILE", help="key file to write (default: DOMAIN.SELECTOR.pem); never overwritten"
+    )
+
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def cmd_dkim_keygen(args: argparse.Namespace) -> int:
+    from govmilter.checks.auth.signing import keygen
+
+    out = args.out or f"{args.domain}.{args.selector}.pem"
+    record = keygen(args.domain, args.selector, args.type, out)
+    print(f"; private key written to {out} (mode 0600); list it in [dkim] keys and publish:")
+    print(record)
+    return 0
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -96,8 +125,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     runtime.rules.start_watching(config.rules.reload_interval)
     if config.metrics.listen:
         httpd.start(config.metrics.listen, runtime.metrics.registry, runtime.health)
-    adapter.serve(runtime)
-    return 0
+    status = adapter.serve(runtime)  # returns after SIGTERM/SIGINT and the drain
+    runtime.rules.stop()
+    logging.shutdown()
+    sys.stderr.flush()
+    # libmilter's threads may still hold a connection the drain gave up on: end the process here,
+    # without an interpreter teardown under them
+    os._exit(status)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -107,7 +141,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     _setup_logging("warning")
     metrics = Metrics()
     ruleset = load_ruleset(config.rules.dir, rule_compilers())
-    pipeline = Pipeline(build_checks(config, metrics, args.skip), metrics)
+    pipeline = Pipeline(build_checks(config, metrics, args.skip), metrics, config.milter.monitor)
     params = {"SIZE": str(args.size)} if args.size is not None else {}
     stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     try:
@@ -137,6 +171,9 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     directory = args.dir or _load(args).rules.dir
     ruleset = load_ruleset(directory, rule_compilers())
     kinds = ", ".join(sorted(ruleset.compiled))
+    for compiled in ruleset.compiled.values():  # what loads but deserves a look (content: slow patterns)
+        for warning in getattr(compiled, "warnings", ()):
+            print(warning)
     print(f"rules {directory}: OK, version {ruleset.version} ({kinds})")
     return 0
 
@@ -156,6 +193,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from govmilter import doctor
+
+    path = args.config or os.environ.get("GOVMILTER_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    options = doctor.Options(postconf_dir=args.postconf_dir, max_signature_age=args.max_signature_age)
+    return doctor.run(path, args.set, options, print)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -167,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_rules_keys(args) if args.rules_command == "keys" else cmd_rules_check(args)
         if args.command == "config":
             return cmd_config_check(args)
+        if args.command == "doctor":
+            return cmd_doctor(args)
+        if args.command == "dkim":
+            return cmd_dkim_keygen(args)
         print(f"govmilter {__version__}")
         return 0
     except ConfigError as exc:

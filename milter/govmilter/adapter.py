@@ -7,11 +7,14 @@ each stage; a Verdict becomes setreply + a return code. Any exception answers
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -21,7 +24,7 @@ import Milter
 import milter as _pymilter_c
 
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
-from govmilter.runtime import Runtime
+from govmilter.runtime import ANSWER_WINDOW, Runtime, shutdown_verdict
 
 log = logging.getLogger("govmilter.adapter")
 
@@ -34,7 +37,7 @@ GC_YOUNG_THRESHOLD = 20000  # allocations between young-generation collections (
 # (which lacks the client's address: the connect step is negotiated away). Every other stage
 # keeps Postfix's defaults, which already carry the queue id "i": asking for a list costs a
 # GIL round trip per connection in pymilter, so only the one list that must change is asked.
-MAIL_MACROS = "i {auth_authen} {client_addr} {client_name}"
+MAIL_MACROS = "i {auth_authen} {client_addr} {client_name} s"  # s: the HELO name (SPF of the null sender)
 
 _RETURN_CODES = {
     Action.REJECT: Milter.REJECT,
@@ -139,6 +142,7 @@ class GovMilter(Milter.Base):
         envelope = Envelope(
             client_ip=client_ip,
             client_host=self.getsymval("{client_name}") or self.connect_host,
+            helo=self.getsymval("s") or "",
             mail_from=mailfrom.strip().removeprefix("<").removesuffix(">"),
             mail_params=_esmtp_params(params),
             auth_user=self.getsymval("{auth_authen}") or "",
@@ -155,6 +159,11 @@ class GovMilter(Milter.Base):
         )
         tx.facts_loader = functools.partial(self.rt.walk, tx)
         self.tx = tx
+        drain = self.rt.drain
+        if drain.refusing:  # stopping: no new transaction
+            drain.answered += 1
+            return self._answer(shutdown_verdict())
+        drain.opened(self, tx)
         return self._stage(Stage.MAIL)
 
     @Milter.noreply
@@ -198,6 +207,8 @@ class GovMilter(Milter.Base):
         tx = self.tx
         if self.failure is not None or tx is None:
             return self._answer(self.failure or tempfail("adapter", "end of message without a transaction"))
+        if self.rt.drain.closing:  # stopping, past the grace period
+            return self._answer(shutdown_verdict())
         tx.end_headers()  # a message without a body
         if not tx.envelope.queue_id:
             tx.envelope.queue_id = self.getsymval("i") or ""
@@ -237,6 +248,8 @@ class GovMilter(Milter.Base):
             return self._answer(self.failure)
         if self.tx is None:
             return Milter.CONTINUE
+        if self.rt.drain.closing:  # stopping, past the grace period
+            return self._answer(shutdown_verdict())
         verdict = self.rt.pipeline.run(stage, self.tx)
         return Milter.CONTINUE if verdict is None else self._answer(verdict)
 
@@ -269,6 +282,7 @@ class GovMilter(Milter.Base):
         tx, self.tx = self.tx, None
         self.started = 0.0
         if tx is not None:
+            self.rt.drain.closed(self)
             try:
                 tx.close()
             except Exception as exc:  # the answer is given: a failure to release is logged, not answered
@@ -335,8 +349,38 @@ def _register(name: str) -> None:
     libmilter.register(name, data=None, unknown=None, negotiate=Milter.negotiate_callback)
 
 
-def serve(runtime: Runtime) -> None:
-    """Run the milter until libmilter stops (SIGTERM/SIGINT)."""
+REPLY_LINGER = 0.5  # seconds left for libmilter to write the last replies before the process ends
+STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+
+class _Stop:
+    """What the main thread's signal handlers saw: the first stop signal, and whether another came."""
+
+    def __init__(self) -> None:
+        self.signal = ""
+        self.again = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        name = STOP_SIGNALS.get(signum, str(signum))
+        if self.signal:
+            self.again = True  # a second signal ends the grace period now
+            log.warning("%s during shutdown: ending the grace period now", name)
+        else:
+            self.signal = name
+
+    @staticmethod
+    def hangup(signum: int, frame: object) -> None:
+        log.info("SIGHUP ignored: rule files are reloaded when they change; a configuration change needs a restart")
+
+
+def serve(runtime: Runtime) -> int:
+    """Run the milter until SIGTERM or SIGINT, then drain (see _shutdown). Returns the exit status.
+
+    libmilter runs in a thread of its own. It blocks SIGTERM, SIGINT and SIGHUP in that thread
+    and its own signal thread (which would stop at once, and abort open sessions on SIGINT); the
+    main thread keeps them unblocked, so the kernel hands it every signal sent to the process,
+    and the shutdown is ours.
+    """
     conn = runtime.config.milter.socket
     Milter.factory = functools.partial(GovMilter, runtime)
     # What start-up built lives as long as the process: keep it out of every collection. Each
@@ -348,11 +392,150 @@ def serve(runtime: Runtime) -> None:
     if runtime.config.milter.timeout > 0:
         libmilter.settimeout(runtime.config.milter.timeout)
     _register(runtime.config.milter.name)
-    libmilter.opensocket(True)  # removes a stale unix socket left by a crash
+    try:
+        libmilter.opensocket(True)  # removes a stale unix socket left by a crash
+    except libmilter.error as exc:
+        raise OSError(_listen_problem(conn)) from exc
     port = _inet_port(conn)
     if port is not None:
         _set_nodelay_on_listener(port)
     elif conn.startswith("unix:"):
         runtime.secure_unix_socket(conn.removeprefix("unix:"))
+
+    stop = _Stop()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop.handle)
+    signal.signal(signal.SIGHUP, stop.hangup)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            libmilter.main()
+        except BaseException as exc:  # handed to the main thread
+            failure.append(exc)
+
+    # the threads started from here on inherit a blocked mask; the main thread unblocks its own
+    signal.pthread_sigmask(signal.SIG_BLOCK, [*STOP_SIGNALS, signal.SIGHUP])
+    try:
+        milter = threading.Thread(target=run, name="libmilter", daemon=True)
+        milter.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [*STOP_SIGNALS, signal.SIGHUP])
     log.info("govmilter listening on %s ruleset=%s", conn, runtime.rules.current().version)
-    libmilter.main()
+    while not stop.signal and milter.is_alive():
+        time.sleep(0.2)  # a signal handler runs here, in the main thread
+    if not stop.signal and failure:  # libmilter ended on its own: it could not serve
+        raise OSError(f"[milter] socket {conn}: libmilter stopped: {failure[0]}") from failure[0]
+    _shutdown(runtime, stop, milter)
+    return 0
+
+
+def _shutdown(runtime: Runtime, stop: _Stop, milter: threading.Thread) -> None:
+    """No new connections; open transactions finish within the grace period; the rest get 451 4.3.2."""
+    closed = _close_listener(runtime.config.milter.socket)
+    drain = runtime.drain
+    drain.phase = drain.DRAINING
+    grace = runtime.config.milter.shutdown_grace
+    waiting = len(drain.open_transactions())
+    log.info(
+        "shutting down (%s), draining %d open transactions, grace %g s (listening sockets closed: %d)",
+        stop.signal or "libmilter stopped",
+        waiting,
+        grace,
+        closed,
+    )
+    started = time.monotonic()
+    if not drain.wait_idle(grace, lambda: stop.again):
+        left = drain.open_transactions()
+        drain.phase = drain.CLOSING
+        log.warning(
+            "shutdown grace over after %.1f s: %d open transactions get 451 4.3.2 at their next step",
+            time.monotonic() - started,
+            len(left),
+        )
+        if not drain.wait_idle(ANSWER_WINDOW):
+            for described in drain.describe_open():
+                # Postfix's next step on this connection meets a closed milter: milter_default_action
+                log.error("shutdown: no step from Postfix within %g s, closing %s", ANSWER_WINDOW, described)
+    if waiting or drain.answered:
+        # libmilter writes a callback's reply after the callback returned (and the transaction
+        # closed): give the last replies the moment they need before the process ends
+        time.sleep(REPLY_LINGER)
+    log.info("stopped after %.1f s", time.monotonic() - started)
+
+
+# The write ends of the pipes that stand in for closed listening sockets (kept open: see below).
+_INERT_WRITERS: list[int] = []
+
+
+def _close_listener(conn: str) -> int:
+    """Stop accepting connections, leaving the open ones and libmilter's own state alone.
+
+    smfi_stop() would close the listening socket but also abort every open session (libmilter
+    sets MILTER_ABRT: measured, the next step of an open transaction finds the connection closed).
+    Instead the listening socket's descriptor is replaced, in one dup2, by the read end of a pipe
+    that never becomes readable: libmilter's listener goes on waiting on a descriptor where
+    nothing ever arrives, and the socket closes when its wait in progress ends (libmilter wakes
+    every 5 s). Measured: a connection in those seconds is reset, later ones refused, none is
+    served; Postfix applies milter_default_action to them. A shutdown() of the socket would
+    refuse at once but wakes libmilter's listener into its error path, which ends every session.
+    Returns how many sockets were replaced.
+    """
+    closed = 0
+    for fd in _listener_fds(conn):
+        read_end, write_end = os.pipe()
+        os.dup2(read_end, fd)
+        os.close(read_end)
+        _INERT_WRITERS.append(write_end)  # with no writer left the pipe would read as EOF
+        closed += 1
+    return closed
+
+
+def _listener_fds(conn: str) -> list[int]:
+    """The descriptors of our listening milter socket (found by its address, as libmilter opened it)."""
+    port = _inet_port(conn)
+    path = conn.removeprefix("unix:") if conn.startswith("unix:") else None
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                continue
+            address = sock.getsockname()
+            unix = sock.family == socket.AF_UNIX and path is not None and address == path
+            inet = sock.family in (socket.AF_INET, socket.AF_INET6) and port is not None and address[1] == port
+            if unix or inet:
+                found.append(fd)
+        except OSError:
+            pass
+        finally:
+            sock.detach()
+    return found
+
+
+def _listen_problem(conn: str) -> str:
+    """Why libmilter could not open its socket, said with the address and the key that names it."""
+    port = _inet_port(conn)
+    if port is not None:
+        host = conn.split("@", 1)[1] if "@" in conn else ""
+        family = socket.AF_INET6 if conn.startswith("inet6:") else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"[milter] socket {conn}: {host or '*'}:{port} is already in use (another govmilter?)"
+            return f"[milter] socket {conn}: cannot listen: {exc.strerror or exc}"
+    elif conn.startswith("unix:"):
+        path = conn.removeprefix("unix:")
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            return f"[milter] socket {conn}: the directory {directory} does not exist"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f"[milter] socket {conn}: the directory {directory} is not writable by this user"
+    return f"[milter] socket {conn}: libmilter cannot listen there"

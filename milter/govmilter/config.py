@@ -60,6 +60,11 @@ class MilterConfig:
     # and clamd, and a message past either bound is a header flood (the size check's policy)
     max_header_fields: int = 2000
     max_header_bytes: int = 4194304  # 4 MiB
+    # at SIGTERM/SIGINT: seconds open transactions may take to finish; then each gets 451 4.3.2
+    shutdown_grace: float = 30.0
+    # every check in monitor mode (a burn-in): would-be refusals are logged, counted and tagged
+    # X-Govmilter-Monitor, nothing is refused or deferred on policy; our own errors still answer 451
+    monitor: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,18 @@ class DomainsConfig:
 @dataclass(frozen=True)
 class NetworkConfig:
     trusted_relays: tuple[str, ...] = ("127.0.0.1/32", "10.0.0.0/8")
+    # the gateway's own addresses: what Postfix presents for sendmail/cron mail (non_smtpd_milters)
+    # and what a program on the gateway connects from; never refused by the forwarding check
+    gateway_host: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
 @dataclass(frozen=True)
 class RulesConfig:
     dir: str = "rules"
     reload_interval: float = 2.0  # seconds between checks of the rule directory
+    # a copy of the last rule set that loaded; at start a rule directory that does not load falls
+    # back to it (logged, counted, /health degraded). "" keeps no copy: a broken start then fails
+    last_good_dir: str = "/var/lib/govmilter/last-good-rules"
 
 
 @dataclass(frozen=True)
@@ -207,22 +218,75 @@ class AntivirusConfig:
 
 
 @dataclass(frozen=True)
-class DnsblConfig:
-    enabled: bool = True
-    # zones, return codes and weights are in the rule files (kind = "dnsbl")
+class DnsConfig:
+    """The one resolver, cache and per-message budget of every check that asks DNS (dnsbl, auth)."""
+
     resolver: str = "127.0.0.1"
-    resolver_port: int = 53
-    budget: float = 2.0  # total seconds all lookups of one message may take
-    workers: int = 16  # lookup threads shared by all connections
+    port: int = 53
+    budget: float = 2.0  # total seconds all DNS lookups of one message may take, every check together
+    workers: int = 16  # lookup threads shared by all connections (parallel blocklist lookups)
     cache_entries: int = 10000  # answers kept for their TTL
-    negative_ttl: float = 300.0  # seconds "not listed" is kept when the answer carries no SOA
-    max_uri_domains: int = 20  # link domains looked up per message
+    negative_ttl: float = 300.0  # seconds "no such name" is kept when the answer carries no SOA
     breaker_rounds: int = 3  # rounds in a row with no answer at all before lookups pause (0 = never)
     breaker_cooldown: float = 10.0  # seconds lookups pause after a silent resolver
+    failure_log_interval: float = 60.0  # failed lookups are logged as one line per this many seconds
+
+
+# keys that moved to another table: a configuration that still has them is told where they went
+_MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("dnsbl", "resolver"): ("dns", "resolver"),
+    ("dnsbl", "resolver_port"): ("dns", "port"),
+    ("dnsbl", "budget"): ("dns", "budget"),
+    ("dnsbl", "workers"): ("dns", "workers"),
+    ("dnsbl", "cache_entries"): ("dns", "cache_entries"),
+    ("dnsbl", "negative_ttl"): ("dns", "negative_ttl"),
+    ("dnsbl", "breaker_rounds"): ("dns", "breaker_rounds"),
+    ("dnsbl", "breaker_cooldown"): ("dns", "breaker_cooldown"),
+}
+
+
+@dataclass(frozen=True)
+class DnsblConfig:
+    enabled: bool = True
+    # zones, return codes and weights are in the rule files (kind = "dnsbl"); the resolver is [dns]
+    max_uri_domains: int = 20  # link domains looked up per message
     reply_text: str = (
         f"{{what_vi}} {{subject}} nam trong danh sach chan thu rac {{zone}} ({reg.BLOCKLISTS})"
         " - {what_en} {subject} is listed by {zone}"
     )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Inbound sender authentication: SPF, DKIM, DMARC and ARC (checks/auth/)."""
+
+    enabled: bool = True
+    authserv_id: str = ""  # the name in Authentication-Results; "" = this host's name
+    dmarc_reject: str = "reject"  # a DMARC failure under p=reject: reject (550 5.7.1) | tag | monitor
+    trusted_arc_sealers: tuple[str, ...] = ()  # domains whose ARC seal may override a DMARC failure
+    max_signatures: int = 5  # DKIM signatures verified per message; the rest are reported as not checked
+    max_message_bytes: int = 33554432  # messages past this are not read into memory for DKIM and ARC (32 MiB)
+    reply_text: str = (
+        f"Thu gia mao ten mien {{domain}}: chinh sach DMARC cua ten mien yeu cau tu choi ({reg.BLOCKLISTS})"
+        " - {domain} publishes DMARC p={policy} and this message failed DMARC authentication"
+    )
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One signing key: mail whose From domain is `domain` is signed with selector `selector`."""
+
+    domain: str
+    selector: str
+    key_file: str  # PEM private key (RSA 2048 or Ed25519), mode 0600
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """Outbound DKIM signing of mail from trusted relays and authenticated users."""
+
+    enabled: bool = True
+    keys: tuple[DkimKey, ...] = ()  # [{domain, selector, key_file}, ...]; empty = no signing
 
 
 @dataclass(frozen=True)
@@ -239,6 +303,9 @@ class ContentConfig:
     document_seconds: float = 10.0  # wall-clock seconds per document (pdftotext is killed after)
     document_memory: int = 536870912  # address space of pdftotext, bytes (512 MiB)
     document_unreadable: str = "monitor"  # encrypted, damaged or over budget: monitor (log, count, tag) | reject
+    # a pattern RE2 cannot run (lookaround, backreference) runs with this time limit per rule and message;
+    # past it the rule is skipped for that message (counted, logged), never holding mail
+    pattern_time_limit_ms: int = 100
     # the refusal by a reject rule that has no reply of its own
     reply_text: str = (
         f"Noi dung thu vi pham quy dinh cua he thong thu cong vu ({reg.CONTENT})"
@@ -274,8 +341,11 @@ class Config:
     size: SizeConfig = field(default_factory=SizeConfig)
     attachments: AttachmentsConfig = field(default_factory=AttachmentsConfig)
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"  # the file it came from, for messages
@@ -291,6 +361,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("antivirus", "on_expansion_limit"): ("tempfail", "accept", "reject"),
     ("log", "level"): ("debug", "info", "warning", "error"),
     ("content", "document_unreadable"): ("monitor", "reject"),
+    ("auth", "dmarc_reject"): ("reject", "tag", "monitor"),
 }
 
 
@@ -315,6 +386,7 @@ _TEMPLATES: dict[tuple[str, str], frozenset[str]] = {
     ("antivirus", "reply_text_expansion_limit"): frozenset(),
     ("antivirus", "reply_text_expansion_limit_tempfail"): frozenset(),
     ("dnsbl", "reply_text"): frozenset({"what_vi", "what_en", "subject", "zone"}),
+    ("auth", "reply_text"): frozenset({"domain", "policy"}),
     ("content", "reply_text"): frozenset({"rule"}),
     ("content", "reply_text_spam"): frozenset({"score", "threshold", "rules"}),
     ("content", "reply_text_unreadable"): frozenset(),
@@ -400,6 +472,9 @@ def _build_table(cls: type, table: str, values: dict[str, Any], source: str) -> 
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
+            moved = _MOVED.get((table, key))
+            if moved:
+                raise ConfigError(f"{source}: [{table}] {key} moved to [{moved[0]}] {moved[1]}")
             raise ConfigError(f"{source}: [{table}] unknown key '{key}'")
         kwargs[key] = _coerce(hints[key], value, f"{source}: [{table}] {key}")
         choices = _CHOICES.get((table, key))
@@ -425,6 +500,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if typing.get_origin(hint) is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        return _coerce_tables(typing.get_args(hint)[0], value, where)
     if typing.get_origin(hint) is tuple:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
@@ -432,13 +509,33 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {hint!r}")  # pragma: no cover
 
 
+def _coerce_tables(cls: Any, value: Any, where: str) -> tuple[Any, ...]:
+    """A list of inline tables of string values, each with exactly the fields of `cls`."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError(f"{where}: expected a list of tables {{{', '.join(names)}}}, got {value!r}")
+    items = []
+    for number, item in enumerate(value, 1):
+        unknown = sorted(set(item) - set(names))
+        missing = [name for name in names if name not in item]
+        if unknown or missing:
+            problem = f"unknown key '{unknown[0]}'" if unknown else f"missing {missing[0]}"
+            raise ConfigError(f"{where}: entry {number}: {problem} (expected {', '.join(names)})")
+        for name in names:
+            if not isinstance(item[name], str) or not item[name].strip():
+                raise ConfigError(f"{where}: entry {number}: {name} = {item[name]!r}: expected a non-empty string")
+        items.append(cls(**{name: item[name].strip() for name in names}))
+    return tuple(items)
+
+
 def _validate(config: Config) -> None:
     src = config.source
-    for relay in config.network.trusted_relays:
-        try:
-            ipaddress.ip_network(relay, strict=False)
-        except ValueError as exc:
-            raise ConfigError(f"{src}: [network] trusted_relays: {relay!r} is not a network") from exc
+    for key in ("trusted_relays", "gateway_host"):
+        for relay in getattr(config.network, key):
+            try:
+                ipaddress.ip_network(relay, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"{src}: [network] {key}: {relay!r} is not a network") from exc
     socket = config.milter.socket
     if not socket.startswith(("unix:", "inet:", "inet6:")):
         raise ConfigError(f"{src}: [milter] socket = {socket!r}: expected unix:PATH or inet:PORT@HOST")
@@ -453,6 +550,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [milter] max_header_fields must be between 1 and 1000000")
     if not 1024 <= milter.max_header_bytes <= 256 * 1024 * 1024:
         raise ConfigError(f"{src}: [milter] max_header_bytes must be between 1024 and 268435456 (256 MiB)")
+    if not 0 <= milter.shutdown_grace <= 3600:
+        raise ConfigError(f"{src}: [milter] shutdown_grace must be between 0 and 3600 seconds")
     antivirus = config.antivirus
     for address in antivirus.clamd:
         try:
@@ -473,8 +572,25 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [size] attachment_limit must be positive")
     if config.size.text_memory < 0:
         raise ConfigError(f"{src}: [size] text_memory must not be negative")
-    if config.dnsbl.budget <= 0 or config.dnsbl.workers < 1 or config.dnsbl.max_uri_domains < 0:
-        raise ConfigError(f"{src}: [dnsbl] budget and workers must be positive, max_uri_domains not negative")
+    if config.dnsbl.max_uri_domains < 0:
+        raise ConfigError(f"{src}: [dnsbl] max_uri_domains must not be negative")
+    dns = config.dns
+    if dns.budget <= 0 or dns.workers < 1 or not 1 <= dns.port <= 65535 or not dns.resolver:
+        raise ConfigError(f"{src}: [dns] resolver must be set, budget and workers positive, port 1-65535")
+    if dns.cache_entries < 0 or dns.negative_ttl < 0 or dns.breaker_rounds < 0 or dns.breaker_cooldown < 0:
+        raise ConfigError(f"{src}: [dns] cache_entries, negative_ttl and the breaker must not be negative")
+    if dns.failure_log_interval <= 0:
+        raise ConfigError(f"{src}: [dns] failure_log_interval must be positive")
+    if config.auth.max_message_bytes < 1:
+        raise ConfigError(f"{src}: [auth] max_message_bytes must be positive")
+    if not 0 <= config.auth.max_signatures <= 50:
+        raise ConfigError(f"{src}: [auth] max_signatures must be between 0 and 50")
+    seen_keys: set[tuple[str, str]] = set()
+    for dkim_key in config.dkim.keys:
+        pair = (dkim_key.domain.lower().rstrip("."), dkim_key.selector.lower())
+        if pair in seen_keys:
+            raise ConfigError(f"{src}: [dkim] keys: {dkim_key.domain} selector {dkim_key.selector} is given twice")
+        seen_keys.add(pair)
     if config.content.reject_threshold < config.content.tag_threshold:
         raise ConfigError(f"{src}: [content] reject_threshold must not be below tag_threshold")
     content = config.content
@@ -482,6 +598,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"{src}: [content] document_max_bytes and document_seconds must be positive, max_count not negative"
         )
+    if not 1 <= content.pattern_time_limit_ms <= 10000:
+        raise ConfigError(f"{src}: [content] pattern_time_limit_ms must be between 1 and 10000")
     if content.document_memory < 16 * 1024 * 1024:
         raise ConfigError(f"{src}: [content] document_memory must be at least 16777216 (16 MiB)")
     for (table, key), allowed in _TEMPLATES.items():
@@ -503,7 +621,7 @@ def summary(config: Config) -> str:
             f"  trusted relays   {', '.join(config.network.trusted_relays)}",
             f"  rules directory  {config.rules.dir}",
             f"  clamd            {', '.join(config.antivirus.clamd)}",
-            f"  DNS resolver     {config.dnsbl.resolver}:{config.dnsbl.resolver_port}",
+            f"  DNS resolver     {config.dns.resolver}:{config.dns.port}",
             f"  attachment cap   {config.size.attachment_limit} bytes",
             f"  metrics          {config.metrics.listen or 'off'}",
         ]

@@ -25,12 +25,15 @@ def clean(value: str, limit: int = 200) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
+_REFUSALS = (Action.REJECT, Action.TEMPFAIL, Action.DISCARD)
+
+
 def accept_verdict(tx: Transaction) -> Verdict:
     """The accept verdict at end of message, carrying every header the hits asked for."""
     headers: list[tuple[str, str]] = [("X-Govmilter", f"govmilter {__version__}; ruleset={tx.ruleset.version}")]
     for hit in tx.hits:
         headers.extend(hit.headers)
-        if hit.mode is Mode.MONITOR and hit.action in (Action.REJECT, Action.TEMPFAIL, Action.DISCARD):
+        if hit.mode is Mode.MONITOR and hit.action in _REFUSALS:
             headers.append(("X-Govmilter-Monitor", f"check={hit.check} rule={hit.rule} would={hit.action.value}"))
     return Verdict(Action.ACCEPT, "", headers=tuple(headers))
 
@@ -41,10 +44,12 @@ def forged_headers(tx: Transaction) -> list[tuple[str, int]]:
     Found among every field that arrived, stored in tx.headers or not (the transaction
     records them as they arrive). Occurrences count from 1 per name, case-insensitive, as
     the milter protocol's change-header action wants; removing the last first keeps the
-    earlier occurrences' numbers valid.
+    earlier occurrences' numbers valid. Checks add the fields they find forged to
+    tx.scratch["forged_fields"] (the auth check: Authentication-Results claiming our authserv-id).
     """
+    extra: list[tuple[str, int]] = tx.scratch.get("forged_fields", [])
     if tx.header_count:
-        return tx.own_headers[::-1]
+        return [*tx.own_headers[::-1], *extra]
     # a transaction built by hand (tests) has only its stored fields
     counts: dict[str, int] = {}
     found: list[tuple[str, int]] = []
@@ -53,7 +58,7 @@ def forged_headers(tx: Transaction) -> list[tuple[str, int]]:
         counts[key] = counts.get(key, 0) + 1
         if key.startswith(OWN_HEADER_PREFIXES):
             found.append((name, counts[key]))
-    return found[::-1]
+    return [*found[::-1], *extra]
 
 
 def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float | None = None) -> None:
@@ -74,6 +79,8 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
     """
     env = tx.envelope
     monitored = ",".join(f"{h.check}/{h.rule}" for h in tx.hits if h.mode is Mode.MONITOR and h.rule)
+    # the first monitored refusal: what the message would have been answered in enforce mode
+    would = next((h for h in tx.hits if h.mode is Mode.MONITOR and h.action in _REFUSALS), None)
     pairs: list[tuple[str, str] | tuple[str, str, int]] = [
         ("queue_id", env.queue_id or "-"),
         ("client", env.client_ip or "-"),
@@ -89,6 +96,8 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
     ]
     if monitored:
         pairs.append(("monitor", monitored))
+    if would is not None:
+        pairs.append(("would", ":".join(p for p in (would.action.value, would.code, would.enhanced) if p)))
     if elapsed is not None:
         pairs.append(("ms", f"{elapsed * 1000:.1f}"))
     # each value at most 200 characters written (recipients and reply 400), escapes included:

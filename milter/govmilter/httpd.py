@@ -7,6 +7,7 @@ fires at night as well as under traffic.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -70,7 +71,12 @@ def start(listen: str, registry: CollectorRegistry, health: Health) -> Threading
             pass
 
     server_class = _V6Server if ":" in host else _Server
-    server = server_class((host, int(port)), Handler)
+    try:
+        server = server_class((host, int(port)), Handler)
+    except OSError as exc:  # said with the address and the key that names it, not "[Errno 98]"
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(f"[metrics] listen {listen} is already in use (another govmilter or exporter?)") from exc
+        raise OSError(f"[metrics] listen {listen}: cannot listen: {exc.strerror or exc}") from exc
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     log.info("metrics on http://%s/metrics", listen)
     return server

@@ -46,6 +46,12 @@ class Metrics:
             ["check", "rule", "mode"],
             registry=r,
         )
+        self.content_rules_skipped = Counter(
+            "govmilter_content_rules_skipped_total",
+            "Content rules skipped for a message because their pattern spent its time limit",
+            ["rule"],
+            registry=r,
+        )
         self.internal_errors = Counter(
             "govmilter_internal_errors_total",
             "Exceptions caught inside the milter (answered 451 4.3.0), by check or stage",
@@ -129,6 +135,12 @@ class Metrics:
             ["address"],
             registry=r,
         )
+        self.clamd_signatures_time = Gauge(
+            "govmilter_clamd_signatures_timestamp_seconds",
+            "Build time (Unix) of the signature database each clamd address reports in VERSION",
+            ["address"],
+            registry=r,
+        )
         self.signatures = Counter(
             "govmilter_antivirus_signatures_total",
             "Viruses found, by ClamAV signature name (the first 500 names, then other)",
@@ -139,8 +151,28 @@ class Metrics:
         # spam: DNS and content rules
         self.dns_lookups = Counter(
             "govmilter_dns_lookups_total",
-            "DNS blocklist lookups, by zone and result (listed, clean, timeout, error, skipped, cached)",
-            ["zone", "result"],
+            "DNS lookups, by purpose (dnsbl, spf, dkim, dmarc, arc), blocklist zone (dnsbl only) and result",
+            ["purpose", "zone", "result"],
+            registry=r,
+        )
+
+        # sender authentication (checks/auth/) and outbound signing
+        self.auth_results = Counter(
+            "govmilter_auth_results_total",
+            "Inbound authentication results, by method (spf, dkim, dmarc, arc) and result (pass, fail, ...)",
+            ["method", "result"],
+            registry=r,
+        )
+        self.dmarc_policy = Counter(
+            "govmilter_dmarc_policy_total",
+            "DMARC failures by the action taken (reject, tag, monitor, quarantine, none, arc-override)",
+            ["action"],
+            registry=r,
+        )
+        self.dkim_signed = Counter(
+            "govmilter_dkim_signatures_total",
+            "Outbound messages signed with DKIM, by signing domain (configured domains only) and result",
+            ["domain", "result"],
             registry=r,
         )
         self.spam_score = Histogram(
@@ -161,6 +193,11 @@ class Metrics:
         )
         self.ruleset_loaded = Gauge(
             "govmilter_ruleset_loaded_timestamp_seconds", "Unix time the active rule set was loaded", registry=r
+        )
+        self.rules_fallback = Gauge(
+            "govmilter_rules_fallback",
+            "1 while the last good copy of the rules serves because the rule directory did not load at start",
+            registry=r,
         )
         for outcome in RELOAD_OUTCOMES:  # present from the start, so increase() sees the first failure
             self.rule_reloads.labels(outcome=outcome)

@@ -112,7 +112,10 @@ class Verdict:
         return " ".join(p for p in (self.code, self.enhanced, self.text) if p)
 
 
-def tempfail(check: str, reason: str, rule: str = "internal-error") -> Verdict:
+INTERNAL_ERROR = "internal-error"  # the rule of our own failures: they answer 451 even in monitor mode
+
+
+def tempfail(check: str, reason: str, rule: str = INTERNAL_ERROR) -> Verdict:
     """The catch-all answer for our own failures: the sender retries, nothing is lost."""
     return Verdict(
         Action.TEMPFAIL,
@@ -166,6 +169,10 @@ class Part:
     decoded_size: int
     is_attachment: bool  # counts toward the attachment cap
     head: bytes = b""  # first bytes of the decoded content (true type detection)
+    # true types deeper than the head (mime/walker.py PROBES, END): the few bytes where an ISO 9660
+    # or UDF volume descriptor stands (offset, bytes), and the last 512 bytes (a VHD footer)
+    probes: tuple[tuple[int, bytes], ...] = ()
+    end: bytes = b""
     archive_names: tuple[str, ...] = ()  # names in a zip central directory
     archive_encrypted: bool = False
     depth: int = 0

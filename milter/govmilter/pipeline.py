@@ -6,10 +6,16 @@ has them as no-ops): `accepted(tx)`, called once the message is accepted (the
 forwarding memory uses it), and `health()`, what /health reports for it. An
 exception inside a check becomes that check's 451 verdict: our own bug never
 accepts and never answers 5xx.
+
+With `monitor` on ([milter] monitor, a burn-in) every enforced refusal a check returns
+becomes its monitor form: recorded, counted with mode="monitor", logged and tagged
+(decision.py), and the message goes on to the next checks; only our own errors (rule
+internal-error) still refuse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,11 +24,13 @@ from typing import Protocol
 
 from govmilter.checks import attachments, dnsbl, size
 from govmilter.checks.antivirus import check as antivirus
+from govmilter.checks.auth import check as auth
+from govmilter.checks.auth import signing
 from govmilter.checks.content import check as content
 from govmilter.checks.forwarding import check as forwarding
 from govmilter.config import Config
 from govmilter.metrics import Metrics
-from govmilter.model import Stage, Transaction, Verdict, tempfail
+from govmilter.model import INTERNAL_ERROR, Mode, Stage, Transaction, Verdict, tempfail
 from govmilter.ruleset import Compiler
 from govmilter.ruleset.schema import Schema
 
@@ -60,7 +68,11 @@ CHECK_TABLE: tuple[CheckSpec, ...] = (
     CheckSpec("attachments", attachments.build, attachments.RULE_KIND, attachments.compile_rules, attachments.SCHEMA),
     CheckSpec("antivirus", antivirus.build),
     CheckSpec("dnsbl", dnsbl.build, dnsbl.RULE_KIND, dnsbl.compile_rules, dnsbl.SCHEMA),
+    # before content: the weights of its results join the spam score
+    CheckSpec("auth", auth.build, auth.RULE_KIND, auth.compile_rules, auth.SCHEMA),
     CheckSpec("content", content.build, content.RULE_KIND, content.compile_rules, content.SCHEMA),
+    # last: the outbound DKIM-Signature is made only once every other check has accepted the message
+    CheckSpec("dkim", signing.build),
 )
 
 CHECK_NAMES = tuple(spec.name for spec in CHECK_TABLE)
@@ -90,9 +102,10 @@ def build_checks(config: Config, metrics: Metrics, skip: Iterable[str] = ()) -> 
 
 
 class Pipeline:
-    def __init__(self, checks: Sequence[Check], metrics: Metrics):
+    def __init__(self, checks: Sequence[Check], metrics: Metrics, monitor: bool = False):
         self.checks = tuple(checks)
         self.metrics = metrics
+        self.monitor = monitor  # [milter] monitor: every policy refusal is recorded, none is made
         self._by_stage: Mapping[Stage, tuple[Check, ...]] = {
             stage: tuple(c for c in self.checks if stage in c.stages) for stage in Stage
         }
@@ -117,14 +130,31 @@ class Pipeline:
             durations[check.name] = durations.get(check.name, 0.0) + elapsed
             self._durations[check.name].observe(elapsed)
             for verdict in found:
+                if self.monitor and verdict.refuses and verdict.rule != INTERNAL_ERROR:
+                    monitored = self._monitored(verdict, tx)
+                    if monitored is None:
+                        continue
+                    verdict = monitored
                 tx.hits.append(verdict)
                 if verdict.rule:
-                    self.metrics.rule_hits.labels(
-                        check=verdict.check, rule=verdict.rule, mode=verdict.mode.value
-                    ).inc()
+                    self.metrics.rule_hits.labels(check=verdict.check, rule=verdict.rule, mode=verdict.mode.value).inc()
                 if verdict.refuses:
                     return verdict
         return None
+
+    @staticmethod
+    def _monitored(verdict: Verdict, tx: Transaction) -> Verdict | None:
+        """The monitor form of a policy refusal; None when this check and rule already have one.
+
+        A refusal that would have ended the transaction now lets it go on: a check that
+        refuses at every body chunk (the raw size) is recorded once.
+        """
+        seen: set[tuple[str, str]] = tx.scratch.setdefault("monitored", set())
+        key = (verdict.check, verdict.rule)
+        if key in seen:
+            return None
+        seen.add(key)
+        return dataclasses.replace(verdict, mode=Mode.MONITOR)
 
     def accepted(self, tx: Transaction) -> None:
         """Tell the checks that care that this message was accepted."""

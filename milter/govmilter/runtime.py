@@ -5,20 +5,102 @@ from __future__ import annotations
 import grp
 import logging
 import os
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from govmilter import __version__, decision
 from govmilter.config import Config
+from govmilter.logfmt import fields
 from govmilter.metrics import Metrics
 from govmilter.mime import Limits, walk
-from govmilter.model import MessageFacts, Transaction, Verdict
+from govmilter.model import Action, MessageFacts, Transaction, Verdict
 from govmilter.network import is_trusted
 from govmilter.pipeline import Pipeline, build_checks, rule_compilers
 from govmilter.ruleset import RuleErrors, RuleSet, RuleStore
+from govmilter.ruleset.store import shown_problems
 from govmilter.spool import Spool
 
 log = logging.getLogger("govmilter.runtime")
+
+SHUTDOWN_CHECK = "shutdown"  # the check label of a transaction answered while the daemon stops
+# Past [milter] shutdown_grace, how long the open transactions have to reach their next step (where
+# they are answered 451 4.3.2) before the daemon exits anyway; the unit's TimeoutStopSec covers both.
+ANSWER_WINDOW = 10.0
+
+
+def shutdown_verdict() -> Verdict:
+    """The answer to a transaction the stopping daemon will not finish: try again (another node, or soon)."""
+    return Verdict(
+        Action.TEMPFAIL,
+        SHUTDOWN_CHECK,
+        rule="shutting-down",
+        code="451",
+        enhanced="4.3.2",
+        text="Dich vu dang dung, vui long gui lai sau - service shutting down, try again later",
+        reason="the milter is stopping",
+    )
+
+
+class Drain:
+    """The transactions open now, and how a stopping daemon treats them.
+
+    running: every transaction is served. draining (from SIGTERM or SIGINT): a new transaction
+    is answered 451 4.3.2 at MAIL FROM, open ones finish normally. closing (the grace is over):
+    every open transaction is answered 451 4.3.2 at its next step.
+    """
+
+    RUNNING, DRAINING, CLOSING = "running", "draining", "closing"
+
+    def __init__(self) -> None:
+        self.phase = self.RUNNING  # one reference read per callback: no lock on the hot path
+        self.answered = 0  # new transactions answered 451 4.3.2 while draining
+        self._open: dict[object, Transaction] = {}
+        self._changed = threading.Condition(threading.Lock())
+
+    @property
+    def refusing(self) -> bool:
+        """New transactions are answered 451 4.3.2."""
+        return self.phase is not self.RUNNING
+
+    @property
+    def closing(self) -> bool:
+        """Open transactions are answered 451 4.3.2 at their next step."""
+        return self.phase is self.CLOSING
+
+    def opened(self, session: object, tx: Transaction) -> None:
+        with self._changed:
+            self._open[session] = tx
+
+    def closed(self, session: object) -> None:
+        with self._changed:
+            if self._open.pop(session, None) is not None and not self._open:
+                self._changed.notify_all()
+
+    def open_transactions(self) -> list[Transaction]:
+        with self._changed:
+            return list(self._open.values())
+
+    def describe_open(self) -> list[str]:
+        """Each open transaction as logfmt fields (values from the wire quoted)."""
+        return [
+            fields([("queue_id", tx.envelope.queue_id or "-"), ("from", f"<{tx.envelope.mail_from}>")])
+            for tx in self.open_transactions()
+        ]
+
+    def wait_idle(self, timeout: float, interrupted: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until no transaction is open (True), the timeout passes or `interrupted()` (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                if not self._open:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or interrupted():
+                    return False
+                # short steps: the main thread runs signal handlers between them (a second signal)
+                self._changed.wait(min(left, 0.2))
 
 
 class Runtime:
@@ -27,9 +109,17 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.metrics.set_build_info(__version__)
         self.last_reload = "initial"
-        self.rules = RuleStore(config.rules.dir, rule_compilers(), on_reload=self._on_reload)
+        self.rules = RuleStore(
+            config.rules.dir, rule_compilers(), on_reload=self._on_reload, last_good=config.rules.last_good_dir
+        )
         self.metrics.set_ruleset(self.rules.current().version)
-        self.pipeline = Pipeline(build_checks(config, self.metrics, skip), self.metrics)
+        if self.rules.fallback is not None:  # the rule directory did not load: its last good copy serves
+            self.last_reload = "fallback"
+            self.metrics.rule_reload_successful.set(0)
+        self.metrics.rules_fallback.set(1 if self.rules.fallback is not None else 0)
+        self.drain = Drain()
+        self.metrics.messages.labels(action="tempfail", check=SHUTDOWN_CHECK)  # at 0 from the start
+        self.pipeline = Pipeline(build_checks(config, self.metrics, skip), self.metrics, config.milter.monitor)
         # the text of a message past [size] text_memory characters spills to the spool directory
         self.walk_limits = Limits(text_memory=config.size.text_memory, spool_dir=config.milter.spool_dir)
         self.metrics.declare_checks(check.name for check in self.pipeline.checks)
@@ -62,6 +152,7 @@ class Runtime:
         self.metrics.rule_reload_successful.set(1 if ruleset is not None else 0)
         if ruleset is not None:
             self.metrics.set_ruleset(ruleset.version)
+        self.metrics.rules_fallback.set(1 if self.rules.fallback is not None else 0)
 
     def health(self) -> dict[str, Any]:
         """What the /health endpoint reports: is the rule set usable, is each service up."""
@@ -70,6 +161,16 @@ class Runtime:
             "last_reload": self.last_reload,
         }
         healthy = True
+        fallback = self.rules.fallback
+        if fallback is not None:
+            kept = self.rules.kept
+            report["rules"] = {
+                "ok": False,
+                "state": "degraded: serving the last good copy",
+                "serving": str(kept.resolve()) if kept else "",
+                "errors": shown_problems(fallback),
+            }
+            healthy = False
         for check in self.pipeline.checks:
             state = check.health()
             if state is not None:

@@ -572,6 +572,41 @@ def docx_bomb(mib: int) -> bytes:
     return raw_zip(entries)
 
 
+# what the images carry: harmless, so that clamd passes them and only their true type refuses them
+DISK_PAYLOAD = b"tep tin vo hai trong anh dia\n" * 64
+
+
+def disk_iso() -> bytes:
+    """An ISO 9660 image by hand: 16 empty sectors, a primary volume descriptor, a terminator."""
+    sector = 2048
+    primary = bytearray(sector)
+    primary[0:7] = b"\x01CD001\x01"
+    primary[40:72] = b"BAO_CAO".ljust(32)
+    primary[80:88] = (19).to_bytes(4, "little") + (19).to_bytes(4, "big")  # volume space size
+    terminator = bytearray(sector)
+    terminator[0:7] = b"\xffCD001\x01"
+    return bytes(16 * sector) + bytes(primary) + bytes(terminator) + bytes(sector) + DISK_PAYLOAD
+
+
+def disk_vhd() -> bytes:
+    """A fixed VHD: the raw disk, then its 512-byte footer (cookie "conectix")."""
+    disk = DISK_PAYLOAD + bytes(65536)
+    footer = bytearray(512)
+    footer[0:8] = b"conectix"
+    footer[8:16] = (2).to_bytes(4, "big") + (0x00010000).to_bytes(4, "big")
+    footer[16:24] = b"\xff" * 8
+    footer[28:32] = b"win "
+    footer[40:56] = len(disk).to_bytes(8, "big") * 2
+    footer[60:64] = (2).to_bytes(4, "big")
+    footer[64:68] = (~sum(footer) & 0xFFFFFFFF).to_bytes(4, "big")
+    return disk + bytes(footer)
+
+
+def disk_vhdx() -> bytes:
+    """The start of a VHDX: its file type identifier and creator, then the rest of the first 64 KiB."""
+    return b"vhdxfile" + "Microsoft Windows".encode("utf-16-le") + bytes(65536 - 42) + DISK_PAYLOAD
+
+
 # ---- the cases --------------------------------------------------------------------------------------
 
 CASES: list[Case] = []
@@ -1925,6 +1960,21 @@ def _virus_cases() -> None:
         for sname, entity in structures.items():
             cid = f"virus-{tag}-{sname}"
             add(cid, cls, "refused", top(cid) + entity, note=f"{tag} as {sname}", **kw)
+    # disk images (the way programs are smuggled past scanners) renamed as documents, carrying a
+    # harmless file so that only their true type can refuse them: it is read past the head (an
+    # ISO's volume descriptor at 32 KiB, a VHD's footer at the end)
+    images = {
+        "iso-as-pdf": (disk_iso(), "bao-cao.pdf", "application/pdf"),
+        "vhd-as-xlsx": (disk_vhd(), "so-lieu.xlsx", "application/vnd.ms-excel"),
+        "vhdx-as-docx": (disk_vhdx(), "to-trinh.docx", "application/octet-stream"),
+    }
+    for tag, (data, name, ctype) in images.items():
+        for sname, entity in {
+            "base64": multipart("=_v", text_part("Xem.\n"), attachment(data, name, ctype)),
+            "uuencode": text_part("Tep:\n" + uuencode(data, name).decode()),
+        }.items():
+            cid = f"virus-{tag}-{sname}"
+            add(cid, cls, "refused", top(cid) + entity, note=f"a disk image ({tag}) as {sname}", **kw)
     gtubes: dict[str, bytes] = {
         "plain": text_part(GTUBE.decode() + "\n"),
         "base64": text_part(GTUBE.decode() + "\n", encoding="base64"),

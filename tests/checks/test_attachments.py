@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import subprocess
 import textwrap
 import zipfile
 from pathlib import Path
@@ -424,3 +425,97 @@ def test_archive_bomb_rules_are_validated(tmp_path: Path) -> None:
     assert "neg: max_expanded = -1" in text and "neg: max_ratio = 'many'" in text
     assert "stray: max_ratio is only for match = 'archive-bomb'" in text
     assert "nothing: match = 'archive-bomb' needs" in text
+
+
+# ---- true types deeper than the head: disk images ----------------------------------------
+
+
+def iso_image(tmp_path: Path, udf: bool = False) -> bytes:
+    """A real ISO 9660 (or UDF bridge) image, made by genisoimage (lab/install-deps.sh)."""
+    source = tmp_path / "cd"
+    source.mkdir(exist_ok=True)
+    (source / "hoadon.exe").write_bytes(EXE)
+    out = tmp_path / ("udf.iso" if udf else "cd.iso")
+    subprocess.run(["genisoimage", "-quiet", *(["-udf"] if udf else []), "-o", str(out), str(source)], check=True)
+    return out.read_bytes()
+
+
+def vhd_footer(size: int) -> bytes:
+    """The 512-byte footer of a fixed VHD (Microsoft's VHD specification), checksum included."""
+    footer = bytearray(512)
+    footer[0:8] = b"conectix"
+    footer[8:12] = (2).to_bytes(4, "big")  # features
+    footer[12:16] = (0x00010000).to_bytes(4, "big")  # version 1.0
+    footer[16:24] = b"\xff" * 8  # data offset: none (fixed disk)
+    footer[28:32] = b"win "
+    footer[40:48] = footer[48:56] = size.to_bytes(8, "big")
+    footer[60:64] = (2).to_bytes(4, "big")  # disk type: fixed
+    footer[64:68] = (~sum(footer) & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(footer)
+
+
+def vhdx_header() -> bytes:
+    """The start of a VHDX: the file type identifier, its creator, then the headers at 64 KiB."""
+    return b"vhdxfile" + "Microsoft Windows 10.0".encode("utf-16-le") + bytes(70000)
+
+
+@pytest.mark.parametrize("udf", [False, True])
+def test_an_iso_named_as_a_report_is_refused_by_its_true_type(shipped: Harness, tmp_path: Path, udf: bool) -> None:
+    image = iso_image(tmp_path, udf)
+    assert image[32769:32774] == b"CD001" and len(image) > 36 * 1024
+    result = shipped.scan(mail((image, "bao-cao.pdf", "application/pdf")))
+    verdict = result.verdict
+    assert (verdict.action, verdict.rule) == (Action.REJECT, "disk-image-content"), result.as_json()
+    assert "application/x-iso9660-image" in verdict.reason
+
+
+def test_an_iso_is_typed_even_after_the_head_budget_is_spent(shipped: Harness, tmp_path: Path) -> None:
+    # 200 decoys of 8 KiB spend the message's 1 MiB head budget: the ISO then gets a 512-byte
+    # head, and its descriptor at 32 KiB is still read
+    decoys = [(random_bytes(9000, seed=n), f"anh{n}.jpg", "image/jpeg") for n in range(130)]
+    image = iso_image(tmp_path)
+    result = shipped.scan(mail(*decoys, (image, "bao-cao.pdf", "application/pdf")))
+    assert (result.verdict.action, result.verdict.rule) == (Action.REJECT, "disk-image-content"), result.as_json()
+
+
+def test_a_fixed_vhd_is_typed_by_its_footer(shipped: Harness) -> None:
+    disk = random_bytes(100_000, seed=7)
+    image = disk + vhd_footer(len(disk))
+    result = shipped.scan(mail((image, "so-lieu.pdf", "application/pdf")))
+    verdict = result.verdict
+    assert (verdict.action, verdict.rule) == (Action.REJECT, "disk-image-content"), result.as_json()
+    assert "application/x-virtualbox-vhd" in verdict.reason
+
+
+def test_a_vhdx_is_typed_by_its_signature(shipped: Harness) -> None:
+    result = shipped.scan(mail((vhdx_header(), "bang-tinh.xlsx", "application/octet-stream")))
+    verdict = result.verdict
+    assert (verdict.action, verdict.rule) == (Action.REJECT, "disk-image-content"), result.as_json()
+    assert "application/x-virtualbox-vhdx" in verdict.reason
+
+
+def test_a_fat_floppy_image_is_typed(shipped: Harness, tmp_path: Path) -> None:
+    image = tmp_path / "floppy.img"
+    image.write_bytes(bytes(1440 * 1024))
+    subprocess.run(["/usr/sbin/mkfs.vfat", str(image)], check=True, capture_output=True)
+    result = shipped.scan(mail((image.read_bytes(), "tai-lieu.doc", "application/msword")))
+    assert (result.verdict.action, result.verdict.rule) == (Action.REJECT, "disk-image-content"), result.as_json()
+
+
+def test_the_deep_signatures_do_not_turn_documents_into_images(shipped: Harness) -> None:
+    # a large PDF and a large text with their own bytes at 32 KiB and at the end: what they are
+    pdf = PDF + random_bytes(80_000, seed=3) + b"\n%%EOF\n"
+    words = ("Kinh gui cac don vi, xin gui bao cao. " * 3000).encode()
+    for data, name, kind in ((pdf, "bao cao.pdf", "application/pdf"), (words, "ghi chu.txt", "text/plain")):
+        result = shipped.scan(mail((data, name, kind)))
+        assert result.verdict.action is Action.ACCEPT, result.as_json()
+
+
+def test_true_type_reads_the_probes_whatever_the_head_says() -> None:
+    from govmilter.checks.attachments import true_type
+
+    # a PDF whose bytes at 32 KiB are an ISO volume descriptor (a polyglot): the image wins
+    probes = ((32768, b"\x01CD001\x01\x00"),)
+    assert true_type(PDF, probes) == "application/x-iso9660-image"
+    assert true_type(PDF, ((32768, b"\x01XX001\x01\x00"),)) == "application/pdf"
+    assert true_type(b"\x00" * 600, (), vhd_footer(1 << 20)) == "application/x-virtualbox-vhd"

@@ -34,11 +34,13 @@ def rule_file(text: str, path: str = "rules/dnsbl.toml") -> RuleFile:
 
 
 def harness(port: int, *overrides: str, rules_dir: Path | None = None) -> Harness:
-    return Harness(overrides=[f"dnsbl.resolver_port={port}", *overrides], skip=OTHERS, rules_dir=rules_dir)
+    return Harness(overrides=[f"dns.port={port}", *overrides], skip=OTHERS, rules_dir=rules_dir)
 
 
 def lookups(h: Harness, zone: str, result: str) -> float:
-    value = h.metrics.registry.get_sample_value("govmilter_dns_lookups_total", {"zone": zone, "result": result})
+    value = h.metrics.registry.get_sample_value(
+        "govmilter_dns_lookups_total", {"purpose": "dnsbl", "zone": zone, "result": result}
+    )
     return value or 0.0
 
 
@@ -251,7 +253,7 @@ def test_trusted_relays_and_authenticated_users_are_not_looked_up(lab_dns: LabDn
     for each in (h, h2):
         assert asked(each) == set()
         assert each.metrics.registry.get_sample_value("govmilter_dns_lookups_total", {
-            "zone": "zen.spamhaus.org", "result": "listed"}) is None
+            "purpose": "dnsbl", "zone": "zen.spamhaus.org", "result": "listed"}) is None
 
 
 def test_monitor_zone_never_refuses(lab_dns: LabDns, tmp_path: Path) -> None:
@@ -271,7 +273,7 @@ def test_monitor_zone_never_refuses(lab_dns: LabDns, tmp_path: Path) -> None:
 
 def test_silent_resolver_delays_a_message_by_at_most_the_budget(silent_dns: SilentDns) -> None:
     budget = 0.8
-    h = harness(silent_dns.port, f"dnsbl.budget={budget}")
+    h = harness(silent_dns.port, f"dns.budget={budget}")
     started = time.monotonic()
     result = h.scan(SPAM / "links.eml", client_ip="127.0.0.2", mail_from="news@dbltest.com")
     elapsed = time.monotonic() - started
@@ -284,12 +286,12 @@ def test_silent_resolver_delays_a_message_by_at_most_the_budget(silent_dns: Sile
 
 
 def test_silent_resolver_is_paused_and_health_says_so(silent_dns: SilentDns) -> None:
-    h = harness(silent_dns.port, "dnsbl.budget=0.3", "dnsbl.breaker_rounds=2", "dnsbl.breaker_cooldown=60")
+    h = harness(silent_dns.port, "dns.budget=0.3", "dns.breaker_rounds=2", "dns.breaker_cooldown=60")
     check = next(c for c in h.pipeline.checks if isinstance(c, DnsblCheck))
     assert check.health() == {"ok": True, "resolver": "in use"}
     for _ in range(2):
         h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2")
-    assert check.health() == {"ok": True, "resolver": "paused"}
+    assert check.health() == {"ok": False, "resolver": "paused"}  # /health says degraded
     time.sleep(0.3)  # let the last retries of the silent rounds arrive
     received = silent_dns.received
     result = h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2")
@@ -301,7 +303,7 @@ def test_silent_resolver_is_paused_and_health_says_so(silent_dns: SilentDns) -> 
 def test_closed_resolver_port_skips_every_zone_at_once(tmp_path: Path) -> None:
     from support.dns_fixture import free_dual_port
 
-    h = harness(free_dual_port(), "dnsbl.budget=30")
+    h = harness(free_dual_port(), "dns.budget=30")
     result = h.scan(SPAM / "links.eml", client_ip="127.0.0.2")
     assert result.verdict.action is Action.ACCEPT
     assert lookups(h, "zen.spamhaus.org", "error") == 1
@@ -324,7 +326,39 @@ def test_no_rules_no_lookups(lab_dns: LabDns, tmp_path: Path) -> None:
 
 
 def test_build_reads_the_configuration() -> None:
-    h = Harness(overrides=["dnsbl.resolver_port=5300", "dnsbl.budget=1.5", "dnsbl.max_uri_domains=3"], skip=OTHERS)
+    h = Harness(overrides=["dns.port=5300", "dns.budget=1.5", "dnsbl.max_uri_domains=3"], skip=OTHERS)
     check = next(c for c in h.pipeline.checks if isinstance(c, dnsbl.DnsblCheck))
     assert (check.client.port, check.budget, check.max_uri_domains) == (5300, 1.5, 3)  # type: ignore[attr-defined]
     assert "bacninh.gov.vn" in check.own_domains and "gov.vn" in check.own_domains
+
+
+def test_a_closed_resolver_shows_in_health() -> None:
+    from support.dns_fixture import free_dual_port
+
+    h = harness(free_dual_port())
+    check = next(c for c in h.pipeline.checks if isinstance(c, DnsblCheck))
+    h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2")
+    assert check.health() == {"ok": False, "resolver": "in use"}  # no answer at all: /health is degraded
+
+
+def test_old_resolver_keys_say_where_they_went() -> None:
+    from govmilter.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"\[dnsbl\] resolver moved to \[dns\] resolver"):
+        load_config(None, ['dnsbl.resolver="127.0.0.1"'])
+    with pytest.raises(ConfigError, match=r"\[dnsbl\] resolver_port moved to \[dns\] port"):
+        load_config(None, ["dnsbl.resolver_port=53"])
+    with pytest.raises(ConfigError, match=r"\[dnsbl\] budget moved to \[dns\] budget"):
+        load_config(None, ["dnsbl.budget=2.0"])
+
+
+def test_a_zone_with_ipv6_false_is_not_asked_about_ipv6_clients(lab_dns: LabDns, tmp_path: Path) -> None:
+    zen = 'zone = "zen.spamhaus.org"'
+    (tmp_path / "dnsbl.toml").write_text((RULES / "dnsbl.toml").read_text().replace(zen, zen + "\nipv6 = false"))
+    h = harness(lab_dns.port, rules_dir=tmp_path)
+    result = h.scan(SPAM / "clean-official.eml", client_ip="2001:db8::2")  # listed in the lab zone
+    assert result.verdict.action is Action.ACCEPT
+    assert not [name for name in asked(h) if "zen.spamhaus.org" in name]
+    assert lookups(h, "zen.spamhaus.org", "listed") == 0
+    # the same zone is still asked about IPv4 clients
+    assert h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2").verdict.rule == "spamhaus-zen"

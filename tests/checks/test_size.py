@@ -160,6 +160,15 @@ def test_raw_ceiling_refuses_mid_body_without_reading_the_rest(tmp_path: Path) -
     assert "300000" in result.verdict.text and "20971520" in result.verdict.text
 
 
+def test_a_message_of_exactly_the_raw_ceiling_passes_and_one_byte_more_is_refused() -> None:
+    data = message(text("nho " * 50))
+    size = harness().scan(data).tx.raw_size
+    exact = harness(f"size.raw_ceiling={size}").scan(data)
+    assert (exact.tx.raw_size, exact.verdict.action) == (size, Action.ACCEPT)  # the ceiling is allowed
+    over = harness(f"size.raw_ceiling={size - 1}").scan(data)
+    assert (over.stage, over.verdict.rule) == (Stage.BODY, "raw-size")
+
+
 def test_configured_raw_ceiling_wins_over_the_derived_one() -> None:
     assert harness("size.raw_ceiling=12345").pipeline.checks[0].raw_ceiling == 12345
     assert harness().pipeline.checks[0].raw_ceiling == derived_raw_ceiling(LIMIT)

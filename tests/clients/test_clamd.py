@@ -60,6 +60,8 @@ def test_replies() -> None:
     assert parse_reply("INSTREAM size limit exceeded. ERROR").outcome is Outcome.SIZE_LIMIT
     too_big = parse_reply("stream: Heuristics.Limits.Exceeded.MaxFileSize FOUND")
     assert too_big.outcome is Outcome.SIZE_LIMIT  # not scanned whole: a size policy, not a virus
+    scan_size = parse_reply("stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND")
+    assert (scan_size.outcome, scan_size.signature) == (Outcome.SIZE_LIMIT, "Heuristics.Limits.Exceeded.MaxScanSize")
     assert parse_reply("stream: Heuristics.Limits.Exceeded.MaxRecursion FOUND").outcome is Outcome.FOUND
     for nonsense in ("stream: Can't allocate memory ERROR", "UNKNOWN COMMAND", "stream: OKAY"):
         with pytest.raises(ClamdError):
@@ -165,6 +167,20 @@ def test_no_usable_answer_is_an_error(behaviour: str) -> None:
     with FakeClamd(behaviour) as fake, pytest.raises(ClamdError) as caught:
         ClamdClient(fake.address).instream([b"Subject: x\r\n\r\nhello\r\n"], deadline(10))
     assert not isinstance(caught.value, ClamdTimeout)
+
+
+def test_ok_before_the_end_of_the_stream_is_never_clean() -> None:
+    # a clamd that answers OK before it has read the whole message has not scanned it
+    with FakeClamd("early-ok") as fake:
+
+        def chunks() -> Iterator[bytes]:
+            yield b"Subject: x\r\n\r\n" + b"a" * 1000
+            assert fake.answered.wait(10)
+            time.sleep(0.2)  # the answer is in our receive buffer before the next frame
+            yield b"b" * 100_000
+
+        with pytest.raises(ClamdError, match="before the end of the stream"):
+            ClamdClient(fake.address).instream(chunks(), deadline(10))
 
 
 # --- the breaker ------------------------------------------------------------------------

@@ -104,10 +104,13 @@ class InstalledDaemon:
         argv = shlex.split(exec_line.lstrip("-+!@:"))
         settings = {
             "antivirus.clamd": f'["unix:{self.clamd.socket}"]',
-            "dnsbl.resolver": '"127.0.0.1"',
-            "dnsbl.resolver_port": str(self.dns_port),
+            "dns.resolver": '"127.0.0.1"',
+            "dns.port": str(self.dns_port),
             "metrics.listen": f'"127.0.0.1:{self.metrics_port}"',
             "rules.reload_interval": "0.5",
+            # the installed configuration starts in monitor mode (checked below); this run enforces,
+            # to see an officer's rule edit refuse
+            "milter.monitor": "false",
         }
         if argv[1:2] == ["run"]:
             for key, value in settings.items():
@@ -185,6 +188,7 @@ def check_layout(user_groups: set[str]) -> None:
     assert mode(SOCKET.parent) == f"{USER}:postfix 0750"
     # the installed configuration: nothing trusted until the operator lists the mailbox servers
     assert re.search(r"^trusted_relays = \[\]$", CONFIG.read_text(), re.M)
+    assert re.search(r"^monitor = true$", CONFIG.read_text(), re.M)
     unit = UNIT.read_text()
     for line in ("SyslogIdentifier=govmilter", "SyslogFacility=mail", "User=govmilter"):
         assert re.search(rf"^{line}$", unit, re.M), line

@@ -15,7 +15,11 @@ from types import TracebackType
 
 
 class FakeClamd:
-    """behaviour: "silent" | "trickle" | "close" | "garbage" | "version"."""
+    """behaviour: "silent" | "trickle" | "close" | "garbage" | "version" | "early-ok".
+
+    early-ok: answers "stream: OK" after the first bytes of a stream (set `answered`), then reads
+    the rest without a word: a broken clamd that calls clean what it has not seen.
+    """
 
     def __init__(self, behaviour: str):
         self.behaviour = behaviour
@@ -28,6 +32,7 @@ class FakeClamd:
         self.open_connections = 0
         self.changed = threading.Condition()
         self._stop = threading.Event()
+        self.answered = threading.Event()
         self._connections: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -58,6 +63,12 @@ class FakeClamd:
             elif self.behaviour == "version":
                 conn.recv(65536)
                 conn.sendall(b"ClamAV 9.9.9/12345/Mon Nov 23 10:00:00 2026\0")
+            elif self.behaviour == "early-ok":
+                conn.recv(65536)
+                conn.sendall(b"stream: OK\0")
+                self.answered.set()
+                while not self._stop.is_set() and conn.recv(65536):
+                    pass
             elif self.behaviour == "trickle":
                 while not self._stop.is_set():
                     conn.sendall(b"s")

@@ -1,9 +1,15 @@
-"""Driving the adapter through pymilter's own test context, with no MTA."""
+"""Driving the adapter through pymilter's own test context, with no MTA.
+
+pymilter's TestCtx carries no message object when its callbacks are called one by one, so its
+addheader and chgheader raise: RecordingCtx plays an MTA that takes header changes at end of
+message (and only there, as libmilter does) and records every action and reply the milter asked.
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Sequence
 
 import Milter
 import pytest
@@ -32,11 +38,73 @@ class TestCtx(PymilterTestCtx):  # type: ignore[misc]
         return int(super()._connect(host, helo, ip))
 
 
+class RecordingCtx(TestCtx):
+    """An MTA that applies nothing and records what the milter asked: header changes and replies."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added: list[tuple[str, str, int]] = []  # (name, value, index) of each addheader
+        self.changed: list[tuple[str, int, str]] = []  # (name, occurrence, value) of each chgheader
+        self.replies: list[tuple[str, ...]] = []  # every setreply, in order
+        self.actions: list[tuple[str, str]] = []  # (action, header name) of each change, in order
+
+    def _only_at_end_of_message(self, action: str) -> None:
+        if self._stage != Milter.M_EOM:  # libmilter refuses message changes before end of message
+            raise OSError(f"{action} not called from eom()")
+
+    def addheader(self, field: str, value: str, idx: int) -> None:
+        self._only_at_end_of_message("addheader")
+        self.added.append((field, value, idx))
+        self.actions.append(("addheader", field))
+
+    def chgheader(self, field: str, idx: int, value: str) -> None:
+        self._only_at_end_of_message("chgheader")
+        self.changed.append((field, idx, value))
+        self.actions.append(("chgheader", field))
+
+    def setreply(self, rcode: str, xcode: str | None, *msg: str) -> None:
+        self.replies.append((rcode, xcode or "", *msg))
+        super().setreply(rcode, xcode, *msg)
+
+
+def drive(
+    ctx: TestCtx,
+    fields: Sequence[tuple[str, str]],
+    body: bytes,
+    sender: str = "a@example.com",
+    rcpts: Sequence[str] = ("user@bacninh.gov.vn",),
+    ip: str = "127.0.0.3",
+    params: Sequence[str] = (),
+    queue_id: str = "4DRIVE",
+) -> int:
+    """One transaction as libmilter drives it; the first answer that is not CONTINUE, or the end's."""
+    ctx._setsymval("i", queue_id)
+    assert ctx._connect(ip=ip) == Milter.CONTINUE
+    rc = ctx._envfrom(f"<{sender}>", *params)
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    for rcpt in rcpts:
+        ctx._envrcpt(f"<{rcpt}>")  # a no-reply step: its answer is not read
+    for name, value in fields:
+        ctx._priv.header(name, value)  # likewise
+    rc = ctx._eoh()
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    ctx._body = io.BytesIO()
+    rc = ctx._feed_body(io.BytesIO(body))
+    if rc != Milter.CONTINUE:
+        return int(rc)
+    return int(ctx._eom())
+
+
 def adapter_runtime(monkeypatch: pytest.MonkeyPatch, *settings: str) -> Iterator[Runtime]:
     """A runtime whose GovMilter the test context creates, without the checks that need services."""
     # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
     monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', *settings])
+    # 127.0.0.1 plays a mailbox server in these tests, not the gateway host ([network] gateway_host)
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', "network.gateway_host=[]", *settings])
     rt = Runtime(config, skip=SERVICE_CHECKS)
     previous = Milter.factory
     Milter.factory = functools.partial(GovMilter, rt)

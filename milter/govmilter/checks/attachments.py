@@ -4,6 +4,7 @@ The officers' rule file (`kind = "attachments"`) lists rules of six kinds:
 
 - `true-type`: the content's real type, found by libmagic from its first
   bytes, whatever the file is called (`application/vnd.microsoft.portable-executable`);
+  disk images by the signatures they keep deeper (an ISO's at 32 KiB, a VHD's footer);
 - `extension`: the file name's last extension (`exe`, `js`, `lnk`, `iso`);
 - `mismatch`: a name that promises a document (`.pdf`) on content of a listed type;
 - `double-extension`: a decoy extension before a dangerous one (`hoadon.pdf.exe`),
@@ -257,20 +258,56 @@ def extensions_of(name: str) -> list[str]:
     return pieces[1:] if len(pieces) > 1 else []
 
 
-def true_type(head: bytes) -> str:
-    """libmagic's MIME type of the first bytes of a file ("" when it cannot tell)."""
-    if not head:
-        return ""
+# Disk images that Windows opens with a double click, typed deeper than the head (the walk keeps
+# the bytes: mime/walker.py PROBES and END). libmagic names them; for VHDX it knows the format but
+# gives no MIME type, so the name shared-mime-info uses is given here.
+ISO_DESCRIPTORS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")  # ISO 9660, UDF, at byte 1 of sectors 16-18
+VHD_COOKIE = b"conectix"  # a VHD's footer, the last 512 bytes (and, dynamic VHDs, also the first)
+VHDX_SIGNATURE = b"vhdxfile"  # a VHDX's file type identifier, at 0
+VHDX_TYPE = "application/x-virtualbox-vhdx"
+
+
+def _libmagic(data: bytes) -> str:
     try:
-        kind = str(magic.from_buffer(head, mime=True)).lower()
+        return str(magic.from_buffer(data, mime=True)).lower()
     except Exception:  # libmagic on hostile bytes: unknown type, the other rules still apply
         log.warning("libmagic failed on a part head", exc_info=True)
         return ""
+
+
+def true_type(head: bytes, probes: Sequence[tuple[int, bytes]] = (), end: bytes = b"") -> str:
+    """libmagic's MIME type of a file from its first bytes ("" when it cannot tell).
+
+    An ISO 9660 or UDF image is told by its volume descriptor at 32 KiB (`probes`: libmagic
+    gets those bytes at their offsets), a fixed VHD by its footer (`end`, the last 512 bytes),
+    a VHDX by its first 8 bytes: whatever the head says, these formats win, so that an image
+    named bao-cao.pdf is typed as the image it is.
+    """
+    if not head:
+        return ""
+    if head.startswith(VHDX_SIGNATURE):
+        return VHDX_TYPE
+    if any(data[1:6] in ISO_DESCRIPTORS for _offset, data in probes):
+        last = max(offset + len(data) for offset, data in probes)
+        deep = bytearray(last)  # only the descriptors: a polyglot's head (a PDF's) must not hide them
+        for offset, data in probes:
+            deep[offset : offset + len(data)] = data
+        kind = _libmagic(bytes(deep))
+        if kind not in GENERIC_TYPES:
+            return kind
+    if end[-512:].startswith(VHD_COOKIE):
+        kind = _libmagic(end[-512:])
+        if kind not in GENERIC_TYPES:
+            return kind
+    kind = _libmagic(head)
     if kind == "application/x-dosexec" and not head.startswith(b"MZ"):
         # libmagic's guess "DOS executable (COM)" from a first byte 0xEB or 0xE9 alone: it fires on
         # one compressed or encrypted file in a hundred, and 16-bit programs no longer run anyway
         return "application/octet-stream"
     return kind
+
+
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "text/plain", "inode/x-empty", "application/x-empty"})
 
 
 def reply_name(filename: str) -> str:
@@ -293,7 +330,9 @@ class _Subject:
     @property
     def true_type(self) -> str:
         if self._type is None:
-            self._type = true_type(self.part.head)
+            part = self.part
+            end = part.end or (part.head[-512:] if part.decoded_size <= len(part.head) else b"")
+            self._type = true_type(part.head, part.probes, end)
         return self._type
 
 

@@ -5,8 +5,10 @@ kind "dnsbl". A listing records a CONTINUE hit carrying the zone's weight,
 which the content check adds to the message score; a zone with
 `reject = true` refuses at once. Client IPs and sender domains are looked up
 at MAIL FROM (the authenticated user is known there), link domains at end of
-message. One time budget covers all lookups of a message; a zone that does
-not answer in time is skipped and counted, it never holds mail back.
+message. The resolver, its cache and the message's time budget are the shared
+DNS layer's ([dns], clients/dns.py): one budget covers every lookup of a message,
+the authentication check's too; a zone that does not answer in time is skipped
+and counted, it never holds mail back.
 Trusted internal relays and authenticated users are not looked up.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from govmilter.checks import CheckHooks
-from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, DnsClient
+from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, message_budget, shared_client
 from govmilter.config import Config, DnsblConfig
 from govmilter.domains import Domains, is_under, normalize_domain, registered_domain
 from govmilter.metrics import Metrics
@@ -335,9 +337,10 @@ class DnsblCheck(CheckHooks):
         return self._ask(queries, tx)
 
     def health(self) -> dict[str, object]:
-        """For /health: DNS never holds mail, so this is information, never 'not ok'."""
+        """For /health: not ok while the resolver does not answer (mail still flows, unchecked by the lists)."""
         paused = getattr(self.client, "resolver_down", lambda: False)()
-        return {"ok": True, "resolver": "paused" if paused else "in use"}
+        answering = getattr(self.client, "answering", lambda: True)()
+        return {"ok": answering and not paused, "resolver": "paused" if paused else "in use"}
 
     def _ip_queries(self, rules: DnsblRules, client_ip: str) -> list[Query]:
         reversed_name = reversed_ip(client_ip)
@@ -356,10 +359,10 @@ class DnsblCheck(CheckHooks):
         return [Query(z, domain, f"{domain}.{z.zone}") for z in rules.of_type("rhsbl")]
 
     def _ask(self, queries: list[Query], tx: Transaction) -> list[Verdict]:
-        spent: float = tx.scratch.get("dnsbl_spent", 0.0)
+        budget = message_budget(tx.scratch, self.budget)  # shared with every DNS lookup of the message
         started = time.monotonic()
-        answers = self.client.lookup([q.name for q in queries], self.budget - spent)
-        tx.scratch["dnsbl_spent"] = spent + (time.monotonic() - started)
+        answers = self.client.lookup([q.name for q in queries], budget.left())
+        budget.spend(time.monotonic() - started)
         verdicts: list[Verdict] = []
         counted: set[tuple[str, str]] = set()
         for query in queries:
@@ -367,7 +370,7 @@ class DnsblCheck(CheckHooks):
             if (query.zone.zone, query.name) not in counted:  # one lookup, one count per zone
                 counted.add((query.zone.zone, query.name))
                 result = "cached" if answer.cached else answer.status
-                self.metrics.dns_lookups.labels(zone=query.zone.zone, result=result).inc()
+                self.metrics.dns_lookups.labels(purpose="dnsbl", zone=query.zone.zone, result=result).inc()
             if answer.status != LISTED:
                 continue
             codes = query.zone.counts(answer.addresses)
@@ -406,19 +409,11 @@ def listed_verdict(query: Query, codes: Sequence[str], template: str = DnsblConf
 
 def build(config: Config, metrics: Metrics) -> DnsblCheck:
     settings = config.dnsbl
-    client = DnsClient(
-        settings.resolver,
-        settings.resolver_port,
-        workers=settings.workers,
-        cache_entries=settings.cache_entries,
-        negative_ttl=settings.negative_ttl,
-        breaker_rounds=settings.breaker_rounds,
-        breaker_cooldown=settings.breaker_cooldown,
-    )
+    client = shared_client(config.dns, metrics)
     return DnsblCheck(
         client,
         metrics,
-        budget=settings.budget,
+        budget=config.dns.budget,
         own_domains=(*config.domains.local, *config.domains.government),
         max_uri_domains=settings.max_uri_domains,
         reply_text=settings.reply_text,

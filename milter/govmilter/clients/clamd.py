@@ -146,10 +146,14 @@ class ClamdClient:
 
     def version(self, deadline: float) -> str:
         """clamd's VERSION answer, "ClamAV 1.4.6/27530/Mon Jan ..." -> "1.4.6/27530"."""
+        return short_version(self.version_reply(deadline))
+
+    def version_reply(self, deadline: float) -> str:
+        """clamd's whole VERSION answer: "ClamAV 1.4.6/27530/Mon Jan  6 09:36:02 2025"."""
         reply = self.command("VERSION", deadline)
         if not reply.startswith("ClamAV "):
             raise ClamdError(f"unexpected VERSION answer {reply[:80]!r}")
-        return "/".join(reply[len("ClamAV ") :].split("/")[:2])
+        return reply
 
     def instream(self, chunks: Iterable[bytes], deadline: float) -> ScanReply:
         """Stream the chunks to clamd and return its verdict.
@@ -193,6 +197,26 @@ class ClamdClient:
         except OSError as exc:
             raise ClamdError(f"sending failed: {exc.strerror or exc}") from exc
         return True
+
+
+def short_version(reply: str) -> str:
+    """ "ClamAV 1.4.6/27530/Mon Jan ..." -> "1.4.6/27530": the engine and the signature version."""
+    return "/".join(reply[len("ClamAV ") :].split("/")[:2])
+
+
+def signatures_time(reply: str) -> float | None:
+    """The build time of the signature database (daily) a VERSION answer names, as Unix time.
+
+    clamd writes it with ctime() in its own local time ("Mon Jan  6 09:36:02 2025"); None
+    when the answer has no date: clamd loaded no official database (only local signatures).
+    """
+    parts = reply.split("/", 2)
+    if len(parts) < 3:
+        return None
+    try:
+        return time.mktime(time.strptime(" ".join(parts[2].split()), "%a %b %d %H:%M:%S %Y"))
+    except (ValueError, OverflowError):
+        return None
 
 
 def parse_reply(reply: str, address: str = "") -> ScanReply:
@@ -294,6 +318,7 @@ class ClamdPool:
         breaker_cooldown: float = 10.0,
         observe: Callable[[str, bool], None] | None = None,
         version_refresh: float = VERSION_REFRESH,
+        observe_version: Callable[[str, str], None] | None = None,
     ):
         if not clients:
             raise ValueError("no clamd address configured")
@@ -303,6 +328,7 @@ class ClamdPool:
         self.strategy = strategy
         self.breakers = {c.address.text: Breaker(breaker_failures, breaker_cooldown) for c in self.clients}
         self.observe = observe or (lambda address, up: None)
+        self.observe_version = observe_version or (lambda address, reply: None)  # each VERSION fetched
         self.version_refresh = version_refresh
         self._turn = itertools.count()
         self._versions: dict[str, tuple[str, float]] = {}
@@ -368,7 +394,9 @@ class ClamdPool:
             self._versions[address] = (known, now)  # others keep `known` meanwhile
         client = next(c for c in self.clients if c.address.text == address)
         try:
-            value = client.version(time.monotonic() + timeout)
+            reply = client.version_reply(time.monotonic() + timeout)
+            value = short_version(reply)
+            self.observe_version(address, reply)
         except ClamdError:
             value = known
             with self._version_lock:

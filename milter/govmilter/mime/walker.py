@@ -72,6 +72,13 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# Signatures that stand past the head, kept for every attachment whatever the head budget: the
+# volume descriptors of an ISO 9660 or UDF image (sectors 16 to 18, "CD001" / "BEA01" at byte 1),
+# and the last 512 bytes, where a fixed VHD keeps its only "conectix" footer. 536 bytes a part.
+PROBES = (32768, 34816, 36864)
+PROBE_BYTES = 8
+END_BYTES = 512
+
 # Defects that mean a limit cut the walk short: the facts are incomplete, and
 # the size check answers them with [size] parse_error_action.
 LIMIT_DEFECTS = frozenset({"too-many-parts", "nesting-too-deep", "header-too-large"})
@@ -548,6 +555,8 @@ class _Payload:
         self.head_limit = head_limit
         self.tail: bytearray | None = bytearray() if tail_limit else None
         self.tail_limit = tail_limit
+        self.probes: dict[int, bytearray] = {}
+        self.end = bytearray() if tail_limit else None  # attachments and embedded files only
         self.stream: ZipStream | None = None
         self.capture = capture
         if capture is not None:
@@ -562,6 +571,17 @@ class _Payload:
             self.capture.take(data)
         if len(self.head) < self.head_limit:
             self.head += data[: self.head_limit - len(self.head)]
+        if self.end is not None:
+            if before < PROBES[-1] + PROBE_BYTES and self.size > PROBES[0]:
+                for offset in PROBES:
+                    start, stop = max(offset, before), min(offset + PROBE_BYTES, self.size)
+                    if start < stop:
+                        self.probes.setdefault(offset, bytearray()).extend(data[start - before : stop - before])
+            if len(data) >= END_BYTES:
+                self.end[:] = data[-END_BYTES:]
+            else:
+                self.end += data
+                del self.end[: max(0, len(self.end) - END_BYTES)]
         if self.tail is not None:
             if before < 4 <= len(self.head):  # the magic number is known now: decide once
                 magic = bytes(self.head[:4])
@@ -599,6 +619,8 @@ class _Payload:
             decoded_size=self.size,
             is_attachment=counts,
             head=bytes(self.head),
+            probes=tuple((offset, bytes(data)) for offset, data in sorted(self.probes.items())),
+            end=bytes(self.end) if self.end is not None and self.size > len(self.head) else b"",
             archive_names=archive.names,
             archive_encrypted=archive.encrypted,
             depth=depth,

@@ -27,6 +27,8 @@ def id_problem(value: object) -> str:
     """"" for a valid rule id; otherwise the problem, the same words for every kind of rule file."""
     if isinstance(value, str) and ID_RE.match(value):
         return ""
+    if value is None:
+        return "id: missing; each entry needs its own id = \"...\" (letters, digits, '.', '_' or '-', at most 64)"
     return f"id = {value!r}: expected letters, digits, '.', '_' or '-' (at most 64)"
 
 

@@ -51,7 +51,7 @@ class RedisServer:
 def start_redis(directory: Path, port: int | None = None) -> RedisServer:
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server); the shared memory is untested")
+        pytest.fail("redis-server is not installed (Debian package redis-server, lab/install-deps.sh)")
     port = port or free_port()
     process = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(directory)],

@@ -72,7 +72,7 @@ recipients = ["Partner.Example.COM."]
         ('kind = "forwarding"\n[scores]\nspf = 1.0\n', "unknown evidence 'spf'"),
         ('kind = "forwarding"\n[scores]\narc = -2\n', "arc = -2"),
         ('kind = "forwarding"\nthreshold = 5\n', "unknown key 'threshold'"),
-        ('kind = "forwarding"\n[[allow]]\ndescription = "no id"\nsenders = ["a@b.c"]\n', "id = None"),
+        ('kind = "forwarding"\n[[allow]]\ndescription = "no id"\nsenders = ["a@b.c"]\n', "id: missing"),
         ('kind = "forwarding"\n[[allow]]\nid = "has space"\nsenders = ["a@b.c"]\n', "id = 'has space'"),
         ('kind = "forwarding"\n[[allow]]\nid = "empty"\n', "needs senders, recipients or forwarders"),
         ('kind = "forwarding"\n[[allow]]\nid = "bad"\nsenders = "a@b.c"\n', "senders must be a list"),

@@ -46,6 +46,7 @@ from govmilter.clients.clamd import (
     ClamdTimeout,
     Outcome,
     ScanReply,
+    signatures_time,
 )
 from govmilter.config import AntivirusConfig, Config
 from govmilter.decision import clean
@@ -241,6 +242,8 @@ class AntivirusCheck(CheckHooks):
             except ClamdError:
                 up = False
             self.pool.observe(address, up)  # keeps govmilter_clamd_up current without traffic
+            if up:  # and the signatures' age (VERSION, fetched at most every few minutes)
+                self.pool.version(address, VERSION_TIMEOUT)
             addresses[address] = "up" if up else "down"
         report: dict[str, object] = {"ok": "up" in addresses.values(), "clamd": addresses}
         opened = [address for address, breaker in self.pool.breakers.items() if breaker.is_open]
@@ -268,12 +271,18 @@ def build(config: Config, metrics: Metrics) -> AntivirusCheck:
     def observe(address: str, up: bool) -> None:
         metrics.clamd_up.labels(address=address).set(1 if up else 0)
 
+    def observe_version(address: str, reply: str) -> None:
+        built = signatures_time(reply)
+        if built is not None:  # no date: local signatures only, no series (doctor says so)
+            metrics.clamd_signatures_time.labels(address=address).set(built)
+
     pool = ClamdPool(
         clients,
         strategy=settings.strategy,
         breaker_failures=settings.breaker_failures,
         breaker_cooldown=settings.breaker_cooldown,
         observe=observe,
+        observe_version=observe_version,
     )
     spool_dir = config.milter.spool_dir
     return AntivirusCheck(settings, pool, metrics, spool_dir if spool_dir and os.path.isdir(spool_dir) else None)

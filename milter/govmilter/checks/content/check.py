@@ -20,9 +20,12 @@ once per message; reading stops as soon as every rule that could still fire has.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from govmilter import mime
@@ -33,6 +36,7 @@ from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, TextPart, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import Entry, entries
+from govmilter.ruleset.patterns import Pattern, PatternError, PatternTimeout, compile_pattern, encode, nested_repeat
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
 from govmilter.text.normalize import (
     HtmlText,
@@ -111,6 +115,7 @@ SCHEMA = Schema(
         ),
     ),
 )
+log = logging.getLogger("govmilter.content")
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 GTUBE_SCORE = 1000.0
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 field name
@@ -126,7 +131,7 @@ class ContentRule:
     description: str
     targets: tuple[str, ...]  # header | body | attachment-name | document
     headers: tuple[str, ...]  # lower-case field names, for target = header
-    regex: re.Pattern[str]
+    regex: re.Pattern[str]  # Python's parse of the pattern: the prefilter's source, never run on mail
     ignore_diacritics: bool
     direction: str  # any | inbound | outbound
     score: float
@@ -134,6 +139,7 @@ class ContentRule:
     mode: Mode
     reply: str
     prefilter: Prefilter | None = None  # literals one of which every match contains
+    matcher: Pattern | None = None  # what runs on mail: RE2, or the time-limited fallback
 
     def applies(self, internal: bool) -> bool:
         return self.direction == "any" or (self.direction == "outbound") == internal
@@ -142,22 +148,24 @@ class ContentRule:
 @dataclass(frozen=True)
 class ContentRules:
     rules: tuple[ContentRule, ...] = ()
+    warnings: tuple[RuleProblem, ...] = ()  # printed by `govmilter rules check`; the rules load
 
 
 def compile_rules(files: Sequence[RuleFile]) -> ContentRules:
     problems: list[RuleProblem] = []
+    warnings: list[RuleProblem] = []
     compiled: list[ContentRule] = []
     for entry in entries(files, SCHEMA, problems):
         before = len(problems)
-        rule = _compile_rule(entry)
+        rule = _compile_rule(entry, warnings)
         if rule is not None and len(problems) == before:
             compiled.append(rule)
     if problems:
         raise RuleErrors(problems)
-    return ContentRules(tuple(compiled))
+    return ContentRules(tuple(compiled), tuple(warnings))
 
 
-def _compile_rule(entry: Entry) -> ContentRule | None:
+def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | None:
     targets = _targets(entry)
     headers = tuple(h.lower() for h in entry.strings("header"))
     if "header" in targets and not headers:
@@ -184,13 +192,50 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
     if ignore_diacritics:
         pattern = strip_diacritics(pattern)
     try:
-        regex = re.compile(pattern, 0 if case_sensitive else re.IGNORECASE)
-    except re.error as exc:
-        entry.problem(f"pattern is not a valid regular expression: {exc}", "pattern")
+        matcher = compile_pattern(pattern, ignore_case=not case_sensitive)
+    except PatternError as exc:
+        entry.problem(f"pattern is {exc}", "pattern")
         return None
-    if regex.search(""):
+    regex = matcher.python
+    try:
+        empty = matcher.search("", timeout=1.0) is not None
+    except PatternTimeout:
+        empty = False
+    if empty:
         entry.problem("pattern matches the empty text, so it would fire on every message", "pattern")
         return None
+    nested = nested_repeat(pattern, ignore_case=not case_sensitive)
+    if not matcher.linear:
+        if nested:
+            entry.problem(
+                f"pattern has {nested} (such as (a+)+) and {matcher.why}: on the backtracking engine this shape "
+                "can take seconds on a short line; write it without the nested repetition",
+                "pattern",
+            )
+            return None
+        warnings.append(
+            entry.file.entry_problem(
+                entry.table,
+                entry.index,
+                entry.id,
+                f"warning: this pattern uses {matcher.why}, which the linear-time engine (RE2) cannot run, so it "
+                "runs on a backtracking engine that can be slow: it has a time limit per message "
+                "([content] pattern_time_limit_ms, 100 ms by default), and when that is spent the rule is "
+                "skipped for that message",
+                "pattern",
+            )
+        )
+    elif nested:
+        warnings.append(
+            entry.file.entry_problem(
+                entry.table,
+                entry.index,
+                entry.id,
+                f"warning: pattern has {nested} (such as (a+)+), the shape that backtracks catastrophically in "
+                "most regex engines; it is safe here (it runs on the linear-time engine), but simplify it",
+                "pattern",
+            )
+        )
     return ContentRule(
         id=entry.id,
         description=description,
@@ -204,6 +249,7 @@ def _compile_rule(entry: Entry) -> ContentRule | None:
         mode=mode,
         reply=rule_reply,
         prefilter=build_prefilter(regex),
+        matcher=matcher,
     )
 
 
@@ -263,12 +309,57 @@ class Found:
     matched: str
 
 
+class _Clock:
+    """One message's time left for each rule on the fallback engine; the rules whose time ran out.
+
+    A RE2 rule needs none (its time is linear in the text). A fallback rule gets `limit` seconds
+    for the whole message; when a search runs past what is left, the rule is skipped for the rest
+    of the message, counted and logged: the message goes on without it.
+    """
+
+    def __init__(self, limit: float, metrics: Metrics | None = None, queue_id: str = ""):
+        self.limit = limit
+        self.metrics = metrics
+        self.queue_id = queue_id
+        self.left: dict[str, float] = {}
+        self.skipped: set[str] = set()
+
+    def search(self, rule: ContentRule, text: str, encoded: Callable[[], bytes]) -> str | None:
+        matcher = rule.matcher
+        if matcher is None:  # a rule made by hand without compile_rules (tests): Python's engine
+            found = rule.regex.search(text)
+            return None if found is None else found.group(0)
+        if matcher.linear:
+            return matcher.search(text, encoded())
+        if rule.id in self.skipped:
+            return None
+        left = self.left.get(rule.id, self.limit)
+        started = time.perf_counter()
+        try:
+            return matcher.search(text, timeout=left)
+        except PatternTimeout:
+            self.skipped.add(rule.id)
+            if self.metrics is not None:
+                self.metrics.content_rules_skipped.labels(rule=rule.id).inc()
+            log.warning(
+                "content rule=%s skipped: its pattern spent its time limit of %.0f ms on this message "
+                "(queue_id=%s; the message goes on without it)",
+                rule.id,
+                self.limit * 1000,
+                self.queue_id or "-",
+            )
+            return None
+        finally:
+            self.left[rule.id] = left - (time.perf_counter() - started)
+
+
 class _Stream:
     """Rules matched over texts read window by window; each rule fires once, at its first match."""
 
-    def __init__(self, rules: Sequence[ContentRule], target: str, gtube: bool = False):
+    def __init__(self, rules: Sequence[ContentRule], target: str, gtube: bool = False, clock: _Clock | None = None):
         self.pending = list(rules)
         self.target = target
+        self.clock = clock if clock is not None else _Clock(0.1)
         self.gtube = gtube
         self.found: dict[str, Found] = {}
         self.gtube_found = False
@@ -297,6 +388,7 @@ class _Stream:
     def _match(self, text: str) -> None:
         variants: dict[bool, str] = {}
         folded: dict[bool, str] = {}
+        encoded: dict[bool, bytes] = {}
         fired = []
         for rule in self.pending:
             bare = rule.ignore_diacritics
@@ -308,9 +400,15 @@ class _Stream:
                     folded[bare] = fold(variant)
                 if not rule.prefilter.may_match(variant, folded[bare]):
                     continue
-            match = rule.regex.search(variant)
-            if match:
-                self.found[rule.id] = Found(self.target, match.group(0))
+
+            def utf8(bare: bool = bare, variant: str = variant) -> bytes:
+                if bare not in encoded:  # the window as UTF-8 once, for every RE2 rule
+                    encoded[bare] = encode(variant)
+                return encoded[bare]
+
+            matched = self.clock.search(rule, variant, utf8)
+            if matched is not None:
+                self.found[rule.id] = Found(self.target, matched)
                 fired.append(rule)
         if fired:
             self.pending = [r for r in self.pending if r not in fired]
@@ -350,6 +448,7 @@ class ContentCheck(CheckHooks):
         )
         self.unreadable_mode = Mode.ENFORCE if settings.document_unreadable == "reject" else Mode.MONITOR
         self.spool_dir = config.milter.spool_dir
+        self.time_limit = settings.pattern_time_limit_ms / 1000
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         rules = tx.ruleset.get(RULE_KIND)
@@ -357,7 +456,8 @@ class ContentCheck(CheckHooks):
         if isinstance(rules, ContentRules):
             internal = tx.envelope.internal
             applying = [rule for rule in rules.rules if rule.applies(internal)]
-        body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube)
+        clock = _Clock(self.time_limit, self.metrics, tx.envelope.queue_id)
+        body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube, clock=clock)
         if not body.done:
             facts = tx.facts()
             for part in (*facts.texts, *facts.subjects):
@@ -371,7 +471,7 @@ class ContentCheck(CheckHooks):
             )
         document_rules = [r for r in applying if "document" in r.targets and r.id not in body.found]
         unreadable: list[Verdict] = []
-        document = _Stream(document_rules, "document")
+        document = _Stream(document_rules, "document", clock=clock)
         if document_rules:
             unreadable = self._read_documents(tx, document)
         texts = _Texts(tx)
@@ -380,7 +480,7 @@ class ContentCheck(CheckHooks):
             if hit is not None:
                 found.append(self._verdict(rule, hit.target, "", hit.matched))
             else:
-                found.append(self._fire(rule, texts))
+                found.append(self._fire(rule, texts, clock))
         found.extend(unreadable)
         hits = [v for v in found if v is not None]
         refusals = [v for v in hits if v.refuses]
@@ -389,7 +489,7 @@ class ContentCheck(CheckHooks):
             return [v for v in hits if not v.refuses] + refusals
         return [*hits, self._score(tx.hits + hits)]
 
-    def _fire(self, rule: ContentRule, texts: _Texts) -> Verdict | None:
+    def _fire(self, rule: ContentRule, texts: _Texts, clock: _Clock) -> Verdict | None:
         for target in rule.targets:
             if target in STREAMED:
                 continue
@@ -401,9 +501,9 @@ class ContentCheck(CheckHooks):
                         t for t, f in zip(candidates, folded, strict=True) if rule.prefilter.may_match(t, f)
                     )
                 for text in candidates:
-                    match = rule.regex.search(text)
-                    if match:
-                        return self._verdict(rule, target, header, match.group(0))
+                    matched = clock.search(rule, text, functools.partial(encode, text))
+                    if matched is not None:
+                        return self._verdict(rule, target, header, matched)
         return None
 
     # ---- attached documents ----------------------------------------------------------------

@@ -54,6 +54,12 @@ envelope, the connection and the gateway's own memory are not his to choose):
   Sieve redirect of real list mail writes its trace above every list field.
 - BATV (prvs=) is a signature, never a forward and never an exemption: the address
   inside it is used where the sender counts.
+- The gateway host (`gateway-host`): a client address in [network] gateway_host
+  (127.0.0.1 and ::1: Postfix's sendmail/cron path through non_smtpd_milters, a program
+  on the gateway connecting to localhost) is never refused: no mailbox lives on the
+  gateway, so nothing it sends is a mailbox's forward. A forward it would have refused
+  is recorded as `exempt-gateway-host` (logged, counted action="exempt", tagged), never
+  refused. The connection is not the sender's to choose.
 - An authenticated submission with no deciding trace (`authenticated-new`): SMTP
   AUTH is the connection's, not a header. It only keeps weak evidence (Resent-*,
   an old Received for) from adding up; a decisive trace or the Message-ID memory
@@ -99,6 +105,7 @@ from govmilter.decision import clean
 from govmilter.domains import DomainClass, Domains
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
+from govmilter.network import is_trusted
 
 log = logging.getLogger("govmilter.forwarding")
 
@@ -137,6 +144,7 @@ class ForwardingCheck(CheckHooks):
     def __init__(self, config: Config, metrics: Metrics, memory: SeenMemory):
         self.domains = Domains.from_names(config.domains.local, config.domains.government)
         self.settings = config.forwarding
+        self.gateway_host = config.network.gateway_host
         self.metrics = metrics
         self.memory = memory
 
@@ -346,7 +354,16 @@ class ForwardingCheck(CheckHooks):
             f"forwarder={safe_header_value(finding.forwarder)}; class={finding.forwarder_class.value}"
         )
         allowed = rules.allowed([s for s in senders if s], finding.targets, trace.forwarder)
-        if allowed is not None:
+        if is_trusted(env.client_ip, self.gateway_host):
+            action = "exempt"
+            verdict = Verdict(
+                Action.CONTINUE,
+                self.name,
+                rule="exempt-gateway-host",
+                reason=f"{trace.name} ({trace.detail}) not counted: gateway host {env.client_ip}",
+                headers=((HEADER, f"{tag}; exempt=gateway-host"),),
+            )
+        elif allowed is not None:
             action = "allowed"
             verdict = Verdict(
                 Action.CONTINUE,
