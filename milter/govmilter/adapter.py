@@ -298,25 +298,16 @@ def _esmtp_params(params: tuple[str, ...]) -> dict[str, str]:
     return result
 
 
-def _set_nodelay_on_listener(port: int) -> None:
+def _set_nodelay_on_listener(conn: str) -> None:
     """TCP_NODELAY on the listening socket is inherited by every accepted socket.
 
     Without it each of libmilter's small writes waits for a delayed ACK: ~40 ms per message.
     """
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for fd in _listener_fds(conn):
+        sock = socket.socket(fileno=fd)
         try:
-            sock = socket.socket(fileno=fd)
-        except OSError:
-            continue
-        try:
-            if (
-                sock.family in (socket.AF_INET, socket.AF_INET6)
-                and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                and sock.getsockname()[1] == port
-            ):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                log.info("TCP_NODELAY set on the milter listening socket (port %d)", port)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            log.info("TCP_NODELAY set on the milter listening socket (%s)", conn)
         except OSError:
             pass
         finally:
@@ -396,9 +387,8 @@ def serve(runtime: Runtime) -> int:
         libmilter.opensocket(True)  # removes a stale unix socket left by a crash
     except libmilter.error as exc:
         raise OSError(_listen_problem(conn)) from exc
-    port = _inet_port(conn)
-    if port is not None:
-        _set_nodelay_on_listener(port)
+    if _inet_port(conn) is not None:
+        _set_nodelay_on_listener(conn)
     elif conn.startswith("unix:"):
         runtime.secure_unix_socket(conn.removeprefix("unix:"))
 
