@@ -56,9 +56,10 @@ fuzz: deps
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider -m 'not e2e and not slow' \
 		$$(grep -rl --include='test_*.py' -e '@given' tests)
 
-# mutation testing of the safety-critical modules, in private copies of the tree (docs/mutation.md)
+# mutation testing of the safety-critical modules, in private copies of the tree (docs/mutation.md);
+# MUTATION_MODULES="adapter size" runs only those, MUTATION_JOBS=N runs N copies side by side
 mutation: deps
-	bash tests/mutation/run.sh
+	bash tests/mutation/run.sh $(MUTATION_MODULES)
 
 clean:
 	rm -rf .stack .pytest_cache .mypy_cache .ruff_cache

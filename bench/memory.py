@@ -14,6 +14,13 @@ dnsmasq. The milter's RSS is read from /proc:
 3. big messages: 20 messages of 25 MB (an 18 MiB attachment in base64) in
    flight at once; the peak RSS (VmHWM, and VmRSS sampled every 20 ms). The
    target is a peak under 64 MB.
+4. big real PDFs: the same 20 x 25 MB, but the attachment is a valid PDF
+   (bench/corpus.py's `_pdf`, as `bench/throughput.py --large` sends), sent
+   inbound from an Internet client and outbound from a trusted relay
+   (127.0.0.1) to an outside domain: outbound, the content rules read the
+   document's text (pdftotext), so the whole document path is measured. The
+   peak of each direction is read from a fresh milter (VmHWM is the process's
+   high-water mark). The target is a peak under 64 MB.
 
 `--phases` picks some of them (the start-up RSS is always read).
 
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import io
 import json
 import random
@@ -43,6 +51,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
 sys.path.insert(0, str(ROOT / "milter"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import corpus as traffic  # noqa: E402
 
 from govmilter.mime import walk  # noqa: E402
 from stack import (  # noqa: E402
@@ -60,6 +71,7 @@ from stack import (  # noqa: E402
 )
 
 CLIENT = "127.0.0.3"  # an Internet client: every check runs (127.0.0.2 is DNS-listed)
+RELAY = "127.0.0.1"  # a trusted relay (a mailbox server): its mail to outside domains is outbound
 MIB = 1024 * 1024
 
 
@@ -76,9 +88,11 @@ def _entity(body: bytes, content_type: str, name: str = "", encoding: str = "bas
     return head.encode() + body
 
 
-def _message(number: int, *parts: bytes) -> bytes:
+def _message(number: int, *parts: bytes, outbound: bool = False) -> bytes:
+    author, recipient = ("sender@bacninh.gov.vn", "partner@example.com") if outbound else (
+        f"sender{number % 50}@example.com", "user@bacninh.gov.vn")  # fmt: skip
     top = (
-        f"From: <sender{number % 50}@example.com>\r\nTo: <user@bacninh.gov.vn>\r\n"
+        f"From: <{author}>\r\nTo: <{recipient}>\r\n"
         f"Subject: bench {number}\r\nMessage-ID: <bench-{number}-{random.getrandbits(40):x}@example.com>\r\n"
         "MIME-Version: 1.0\r\n"
     ).encode()
@@ -126,6 +140,13 @@ def big(number: int, attachment: int) -> bytes:
                     _entity(random.Random(number).randbytes(attachment), "application/pdf", "lon.pdf"))  # fmt: skip
 
 
+def big_pdf(number: int, attachment: int, outbound: bool) -> bytes:
+    """A 25 MB message whose attachment is a valid PDF of `attachment` bytes (a text page, an image stream)."""
+    pdf = traffic._pdf(random.Random(number), attachment, f"Bao cao so {number}")
+    return _message(number, _entity(b"Kinh gui anh chi.\r\n", "text/plain", "", "7bit"),
+                    _entity(pdf, "application/pdf", "bao-cao.pdf"), outbound=outbound)  # fmt: skip
+
+
 def hostile_text(number: int, size: int) -> bytes:
     """One text/plain part of `size` bytes of 0xFF declared UTF-8, in lines of 998 bytes."""
     line = b"\xff" * 998 + b"\r\n"
@@ -133,11 +154,13 @@ def hostile_text(number: int, size: int) -> bytes:
     return _message(number, _entity(body[:size], "text/plain; charset=utf-8", "", "8bit"))
 
 
-def send(port: int, data: bytes) -> int:
-    with smtplib.SMTP("127.0.0.1", port, timeout=600, source_address=(CLIENT, 0)) as client:
+def send(port: int, data: bytes, outbound: bool = False) -> int:
+    """One message; `outbound`: from a trusted relay, from a local sender to an outside recipient."""
+    client_ip = RELAY if outbound else CLIENT
+    with smtplib.SMTP("127.0.0.1", port, timeout=600, source_address=(client_ip, 0)) as client:
         client.ehlo("bench.example")
-        client.mail("sender@example.com")
-        client.rcpt("user@bacninh.gov.vn")
+        client.mail("sender@bacninh.gov.vn" if outbound else "sender@example.com")
+        client.rcpt("partner@example.com" if outbound else "user@bacninh.gov.vn")
         try:
             code, _ = client.data(data)
         except smtplib.SMTPDataError as exc:
@@ -201,24 +224,9 @@ def run_many(port: int, numbers: range, sessions: int, make: Callable[[int], byt
     return codes
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=5000, help="everyday messages (RSS read at 1000 and here)")
-    parser.add_argument("--big", type=int, default=20, help="big messages in flight at once")
-    parser.add_argument("--big-attachment", type=int, default=18 * MIB, help="decoded bytes per big message")
-    parser.add_argument("--phases", default="everyday,hostile-text,big",
-                        help="comma-separated: everyday, hostile-text, big")  # fmt: skip
-    parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
-                        help="a govmilter setting for this run (repeatable)")  # fmt: skip
-    args = parser.parse_args()
-    phases = set(args.phases.split(","))
-
-    figures: dict[str, object] = {}
-    if "big" in phases:
-        figures["walk_alone"] = walk_alone(big(0, args.big_attachment))
-        print("walk alone:", figures["walk_alone"], flush=True)
-
+@contextlib.contextmanager
+def lab_stack(extra: list[str]) -> Iterator[tuple[int, int]]:
+    """A private Postfix, clamd, dnsmasq and govmilter; yields Postfix's SMTP port and the milter's pid."""
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-memory-"))
     root.chmod(0o755)
     smtp_port, sink_port, dns_port, metrics_port = free_port(), free_port(), free_dns_port(), free_port()
@@ -236,7 +244,7 @@ def main() -> int:
         metrics_port=metrics_port,
     )
     settings["log.level"] = '"warning"'
-    settings.update(item.split("=", 1) for item in args.set)
+    settings.update(item.split("=", 1) for item in extra)
     govmilter = Govmilter(root / "govmilter", settings)
     postfix = Postfix(root / "postfix", smtp_port, sink_port, socket, extra=["in_flow_delay = 0"])
     sink = SmtpSink(sink_port)
@@ -247,61 +255,102 @@ def main() -> int:
         govmilter.start()
         postfix.start()
         assert govmilter.proc is not None
-        pid = govmilter.proc.pid
-        figures["rss_start_mb"] = mb(proc_status_kb(pid, "VmRSS"))
-
-        if "everyday" in phases:
-            # RSS after every 1000 messages: growth that levels off is caches filling, growth that
-            # goes on is a leak
-            codes: dict[int, int] = {}
-            trend: dict[int, float] = {}
-            for start in range(0, args.messages, 1000):
-                stop = min(start + 1000, args.messages)
-                for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
-                    codes[code] = codes.get(code, 0) + count
-                time.sleep(1)
-                trend[stop] = mb(proc_status_kb(pid, "VmRSS"))
-                print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
-            figures["rss_trend_mb"] = trend
-            figures["rss_after_1000_mb"] = trend.get(1000)
-            figures["rss_after_5000_mb"] = trend.get(5000)
-            figures["everyday_replies"] = codes
-
-        if "hostile-text" in phases:
-            hostile = [hostile_text(n, MIB) for n in range(20)]
-            with Sampler(pid) as sampler, ThreadPoolExecutor(len(hostile)) as pool:
-                hostile_codes = list(pool.map(lambda data: send(smtp_port, data), hostile))
-            figures["hostile_text_20x1mb_peak_rss_sampled_mb"] = mb(sampler.peak)
-            figures["hostile_text_20x1mb_replies"] = {c: hostile_codes.count(c) for c in set(hostile_codes)}
-            with Sampler(pid) as sampler:
-                figures["hostile_text_22mb_reply"] = send(smtp_port, hostile_text(99, 22 * MIB))
-            figures["hostile_text_22mb_peak_rss_sampled_mb"] = mb(sampler.peak)
-            figures["rss_after_hostile_text_mb"] = mb(proc_status_kb(pid, "VmRSS"))
-            print("hostile text:", {k: v for k, v in figures.items() if "hostile" in k}, flush=True)
-
-        if "big" in phases:
-            messages = [big(n, args.big_attachment) for n in range(args.big)]
-            figures["big_message_mb"] = round(len(messages[0]) / 1e6, 1)
-            with Sampler(pid) as sampler:
-                started = time.perf_counter()
-                with ThreadPoolExecutor(args.big) as pool:
-                    big_codes = list(pool.map(lambda data: send(smtp_port, data), messages))
-                figures["big_seconds"] = round(time.perf_counter() - started, 1)
-            figures["big_replies"] = {code: big_codes.count(code) for code in set(big_codes)}
-            figures["peak_rss_sampled_mb"] = mb(sampler.peak)
-            figures["peak_rss_vmhwm_mb"] = mb(proc_status_kb(pid, "VmHWM"))
-            figures["rss_after_big_mb"] = mb(proc_status_kb(pid, "VmRSS"))
-            print(
-                f"{args.big} x {figures['big_message_mb']} MB at once: peak rss {figures['peak_rss_vmhwm_mb']} MB"
-                f" (sampled {figures['peak_rss_sampled_mb']} MB), replies {figures['big_replies']}",
-                flush=True,
-            )
+        yield smtp_port, govmilter.proc.pid
     finally:
         for part in (postfix, govmilter, sink, dns, clamd):
             try:
                 part.stop()
             except Exception as exc:
                 print(f"stopping {type(part).__name__}: {exc}", file=sys.stderr)
+
+
+def run_phases(args: argparse.Namespace, phases: set[str], figures: dict[str, object], smtp_port: int,
+               pid: int) -> None:  # fmt: skip
+    if "everyday" in phases:
+        # RSS after every 1000 messages: growth that levels off is caches filling, growth that
+        # goes on is a leak
+        codes: dict[int, int] = {}
+        trend: dict[int, float] = {}
+        for start in range(0, args.messages, 1000):
+            stop = min(start + 1000, args.messages)
+            for code, count in run_many(smtp_port, range(start, stop), 8, everyday).items():
+                codes[code] = codes.get(code, 0) + count
+            time.sleep(1)
+            trend[stop] = mb(proc_status_kb(pid, "VmRSS"))
+            print(f"after {stop}: rss {trend[stop]} MB, replies {codes}", flush=True)
+        figures["rss_trend_mb"] = trend
+        figures["rss_after_1000_mb"] = trend.get(1000)
+        figures["rss_after_5000_mb"] = trend.get(5000)
+        figures["everyday_replies"] = codes
+
+    if "hostile-text" in phases:
+        hostile = [hostile_text(n, MIB) for n in range(20)]
+        with Sampler(pid) as sampler, ThreadPoolExecutor(len(hostile)) as pool:
+            hostile_codes = list(pool.map(lambda data: send(smtp_port, data), hostile))
+        figures["hostile_text_20x1mb_peak_rss_sampled_mb"] = mb(sampler.peak)
+        figures["hostile_text_20x1mb_replies"] = {c: hostile_codes.count(c) for c in set(hostile_codes)}
+        with Sampler(pid) as sampler:
+            figures["hostile_text_22mb_reply"] = send(smtp_port, hostile_text(99, 22 * MIB))
+        figures["hostile_text_22mb_peak_rss_sampled_mb"] = mb(sampler.peak)
+        figures["rss_after_hostile_text_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+        print("hostile text:", {k: v for k, v in figures.items() if "hostile" in k}, flush=True)
+
+    if "big" in phases:
+        figures.update(big_phase(args, smtp_port, pid, "", lambda n: big(n, args.big_attachment)))
+
+
+def big_phase(args: argparse.Namespace, smtp_port: int, pid: int, prefix: str, make: Callable[[int], bytes],
+              outbound: bool = False) -> dict[str, object]:  # fmt: skip
+    """`args.big` messages from `make` in flight at once: the milter's peak RSS, the replies, the wall time."""
+    messages = [make(n) for n in range(args.big)]
+    figures: dict[str, object] = {f"{prefix}big_message_mb": round(len(messages[0]) / 1e6, 1)}
+    with Sampler(pid) as sampler:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.big) as pool:
+            codes = list(pool.map(lambda data: send(smtp_port, data, outbound), messages))
+        figures[f"{prefix}big_seconds"] = round(time.perf_counter() - started, 1)
+    figures[f"{prefix}big_replies"] = {code: codes.count(code) for code in set(codes)}
+    figures[f"{prefix}peak_rss_sampled_mb"] = mb(sampler.peak)
+    figures[f"{prefix}peak_rss_vmhwm_mb"] = mb(proc_status_kb(pid, "VmHWM"))
+    figures[f"{prefix}rss_after_big_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+    print(
+        f"{prefix}{args.big} x {figures[f'{prefix}big_message_mb']} MB at once: peak rss"
+        f" {figures[f'{prefix}peak_rss_vmhwm_mb']} MB (sampled {figures[f'{prefix}peak_rss_sampled_mb']} MB),"
+        f" replies {figures[f'{prefix}big_replies']}",
+        flush=True,
+    )
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=5000, help="everyday messages (RSS read at 1000 and here)")
+    parser.add_argument("--big", type=int, default=20, help="big messages in flight at once")
+    parser.add_argument("--big-attachment", type=int, default=18 * MIB, help="decoded bytes per big message")
+    parser.add_argument("--phases", default="everyday,hostile-text,big,big-pdf",
+                        help="comma-separated: everyday, hostile-text, big, big-pdf")  # fmt: skip
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                        help="a govmilter setting for this run (repeatable)")  # fmt: skip
+    args = parser.parse_args()
+    phases = set(args.phases.split(","))
+
+    figures: dict[str, object] = {}
+    if "big" in phases:
+        figures["walk_alone"] = walk_alone(big(0, args.big_attachment))
+        print("walk alone:", figures["walk_alone"], flush=True)
+
+    if phases - {"big-pdf"}:
+        with lab_stack(args.set) as (smtp_port, pid):
+            figures["rss_start_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+            run_phases(args, phases, figures, smtp_port, pid)
+    if "big-pdf" in phases:
+        for direction in ("inbound", "outbound"):
+            with lab_stack(args.set) as (smtp_port, pid):  # a fresh milter: VmHWM is this direction's
+                figures[f"big_pdf_{direction}_rss_start_mb"] = mb(proc_status_kb(pid, "VmRSS"))
+                figures.update(big_phase(args, smtp_port, pid, f"big_pdf_{direction}_",
+                                         lambda n, o=direction == "outbound": big_pdf(n, args.big_attachment, o),
+                                         outbound=direction == "outbound"))  # fmt: skip
 
     print(json.dumps(figures, indent=2))
     if args.json:

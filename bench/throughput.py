@@ -14,14 +14,28 @@ scan cache answers for clamd (copies of one message are scanned once). The
 "gov every copy" variant turns the cache off (antivirus.cache_ttl = 0): clamd
 scans every message. On the corpus only circulars are copies, so the two differ little.
 
-`--half-load` adds one round per variant sent open-loop at half of that variant's saturated rate:
-the milter time per message users feel below saturation.
+Both milters have clamd scan every message: the bench's clamd reads up to 100M (StreamMaxLength and
+MaxFileSize, CLAMD_LIMIT), clamav-milter's MaxFileSize is set to the same (its default, 25M, would let the
+corpus's large and oversized messages through unscanned, and they carry most of the bytes), and
+govmilter's antivirus.clamd_max_file_size says the same to govmilter. The clamd runs the system's
+signatures when they are installed, else the lab's test signatures (then clamd's cost is mostly
+parsing: MIME, archives, documents).
+
+`--large`: instead of the corpus, LARGE_COUNT messages of about 25 MB (an 18 MiB attachment of
+random bytes in base64, distinct in every message, under the 20 MiB cap so they are accepted) over
+LARGE_SESSIONS sessions at once, to govmilter and clamav-milter: the wall time of each and the peak
+RSS of the milter process (VmHWM, and VmRSS sampled every 20 ms).
+
+`--half-load` (on by default; `--no-half-load`) adds one round per variant sent open-loop at half
+of that variant's saturated rate: the milter time per message users feel below saturation.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import random
 import re
 import shutil
 import signal
@@ -29,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -55,6 +70,12 @@ from stack import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# One size limit for every variant: the bench's clamd reads streams and files up to this
+# (StreamMaxLength, MaxFileSize), clamav-milter scans messages up to it (MaxFileSize), and
+# govmilter is told it (antivirus.clamd_max_file_size). Every corpus message fits under it,
+# so both milters have clamd scan every message, the 30 MB ones included.
+CLAMD_LIMIT = "100M"
+CLAMD_LIMIT_BYTES = 100 * 2**20
 
 
 class ClamavMilter:
@@ -83,7 +104,9 @@ class ClamavMilter:
                     "AddHeader Replace",
                     f"LogFile {self.root / 'clamav-milter.log'}",
                     f"TemporaryDirectory {self.root}",
-                    "MaxFileSize 25M",
+                    # the bench's clamd scans up to 100M (CLAMD_LIMIT): so does clamav-milter, which
+                    # otherwise passes larger messages unscanned (its MaxFileSize defaults to 25M)
+                    f"MaxFileSize {CLAMD_LIMIT}",
                     "",
                 ]
             )
@@ -96,6 +119,54 @@ class ClamavMilter:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+LARGE_COUNT = 40
+LARGE_SESSIONS = 20
+LARGE_ATTACHMENT = 18 * 2**20  # decoded bytes: about 25 MB on the wire
+
+
+def large_corpus(out: Path, count: int, attachment: int) -> None:
+    """`count` distinct messages of one text line and one PDF of `attachment` random bytes, one per connection."""
+    out.mkdir(parents=True, exist_ok=True)
+    connections = []
+    for number in range(count):
+        rng = random.Random(number)
+        writer = traffic._Writer(rng, number, "lan.nguyen1@hanoi.gov.vn", ["an.tran2@bacninh.gov.vn"], "Tai lieu lon")
+        writer.text("Kinh gui anh chi tai lieu hop.\n")
+        writer.attach(traffic._pdf(rng, attachment, "tai lieu"), "tai-lieu.pdf", "application/pdf")
+        name = f"{number:06d}.eml"
+        data = writer.render()
+        (out / name).write_bytes(data)
+        sender, rcpts = "lan.nguyen1@hanoi.gov.vn", ["an.tran2@bacninh.gov.vn"]
+        message = traffic.Message("large", "inbound", sender, rcpts, name, len(data))
+        connections.append(traffic.Connection(f"192.0.2.{number % 250 + 1}", "mail1.example.net", [message]))
+    (out / "manifest.json").write_text(json.dumps([dataclasses.asdict(c) for c in connections]))
+
+
+class PeakRss:
+    """The highest VmRSS of a process, read every 20 ms in a thread."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak_kb = max(self.peak_kb, proc_status_kb(self.pid, "VmRSS"))
+            except OSError:
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -183,14 +254,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--load", choices=("corpus", "fixed"), default="corpus",
                         help="corpus: distinct messages of bench/corpus.py (default); fixed: smtp-source copies")
-    parser.add_argument("--corpus-messages", type=int, default=1000, help="messages in the corpus (--load corpus)")
+    # 500 messages x 5 rounds x 5 variants, and the half-load round: about 20 minutes on the 2-core machine
+    parser.add_argument("--corpus-messages", type=int, default=500, help="messages in the corpus (--load corpus)")
     parser.add_argument("--seed", type=int, default=1, help="the corpus's seed")
-    parser.add_argument("--half-load", action="store_true",
-                        help="one more round per variant at half its saturated rate (open loop)")
+    parser.add_argument("--large", action="store_true",
+                        help=f"{LARGE_COUNT} messages of 25 MB, {LARGE_SESSIONS} in flight, instead of the corpus:"
+                             " wall time and peak RSS (default variants: govmilter unix, clamav-milter)")
+    parser.add_argument("--large-count", type=int, default=LARGE_COUNT, help="messages of 25 MB (--large)")
+    parser.add_argument("--half-load", action=argparse.BooleanOptionalAction, default=True,
+                        help="one more round per variant at half its saturated rate (open loop; corpus only)")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--length", type=int, default=10240)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 5 on the corpus, 7 with --load fixed)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--profile", help="py-spy the unix-socket govmilter of round 1 into this file")
     parser.add_argument("--perf", help="perf record the whole machine during round 1 of each variant into this folder")
@@ -205,13 +281,20 @@ def main() -> int:
         help="run only these variants (repeatable), e.g. --only 'govmilter unix' --only 'govmilter inet'",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 7 if args.load == "fixed" else 5
 
     # a SIGTERM (timeout, kill) runs the finally below too: no Postfix, clamd or milter is left behind
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="govmilter-bench-"))
     root.chmod(0o755)
     smtp_port, sink_port, dns_port = free_port(), free_port(), free_dns_port()
-    clamd = Clamd(root / "clamd", settings={"MaxThreads": "8"}, system_database=True)
+    clamd = Clamd(
+        root / "clamd",
+        stream_max_length=CLAMD_LIMIT,
+        settings={"MaxThreads": "8", "MaxFileSize": CLAMD_LIMIT},
+        system_database=True,
+    )
     dns = Dns(root / "dns", dns_port)
     sink = SmtpSink(sink_port)
     clamav_milter = ClamavMilter(root / "clamav-milter", clamd.socket)
@@ -231,6 +314,7 @@ def main() -> int:
         # the load comes from 127.0.0.1: make it an Internet client so every check runs
         values["network.trusted_relays"] = '["10.0.0.0/8"]'
         values["log.level"] = '"warning"'
+        values["antivirus.clamd_max_file_size"] = str(CLAMD_LIMIT_BYTES)  # the bench's clamd's MaxFileSize
         values.update(extra)
         return values
 
@@ -247,7 +331,15 @@ def main() -> int:
     ]
     postfix = Postfix(root / "postfix", smtp_port, sink_port, "", relay_for_corpus)
     load: smtpload.Corpus | None = None
-    if args.load == "corpus":
+    sessions = args.sessions
+    if args.large:
+        large_corpus(root / "large", args.large_count, LARGE_ATTACHMENT)
+        load = smtpload.Corpus(root / "large")
+        sessions = LARGE_SESSIONS
+        args.only = args.only or ["govmilter unix", "clamav-milter"]
+        print(f"large: {load.messages} messages of {load.bytes / load.messages / 1e6:.1f} MB,"
+              f" {sessions} in flight", flush=True)
+    elif args.load == "corpus":
         traffic.build(args.seed, args.corpus_messages, root / "corpus")
         load = smtpload.Corpus(root / "corpus")
         print(f"corpus: {load.messages} messages, {load.bytes / 2**20:.0f} MiB on the wire,"
@@ -282,6 +374,10 @@ def main() -> int:
     shares: dict[str, dict[str, list[float]]] = {name: {} for name in cpu}  # check -> ms per message, per round
     replies: dict[str, Counter[str]] = {name: Counter() for name in rates}
     generator_cpu: list[float] = []
+    peak: dict[str, list[float]] = {name: [] for name in rates if name != "no milter"}  # milter peak RSS, MB
+    hwm: dict[str, list[float]] = {name: [] for name in peak}  # VmHWM, MB
+    wall: dict[str, list[float]] = {name: [] for name in rates}
+    clamd_cpu: dict[str, list[float]] = {name: [] for name in rates}  # clamd CPU s per 1000 messages
     half: dict[str, tuple[float, float, float]] = {}  # variant -> (rate sent, p50, p99) of the milter
     try:
         clamd.start()
@@ -297,7 +393,7 @@ def main() -> int:
             # each round starts with another variant, so no variant always follows the same one
             shift = (round_no - 1) % len(names)
             schedule += [(round_no, name) for name in names[shift:] + names[:shift]]
-        if args.half_load and load:
+        if args.half_load and load and not args.large:
             schedule += [(0, name) for name in names]  # round 0: half load, after the rates are known
         for round_no, name in schedule:
             half_rate = statistics.median(rates[name]) / 2 if round_no == 0 else None
@@ -331,14 +427,25 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 ))  # fmt: skip
                 time.sleep(1.0)
+            milter_proc = gov.proc if gov else clamav_milter.proc if name == "clamav-milter" else None
+            sampler = PeakRss(milter_proc.pid) if milter_proc else None
+            if sampler:
+                sampler.__enter__()
             if load:
-                sent = smtpload.send("127.0.0.1", smtp_port, load, args.sessions, half_rate)
+                sent = smtpload.send("127.0.0.1", smtp_port, load, sessions, half_rate)
                 seconds = sent.seconds
                 if sent.errors:
                     print(f"  {len(sent.errors)} connections failed, first: {sent.errors[0]}", flush=True)
             else:
                 seconds = inject(smtp_port, args.messages, args.sessions, args.length,
                                  "bench@example.com", "user@bacninh.gov.vn")  # fmt: skip
+            if sampler and milter_proc:
+                sampler.__exit__()
+                if round_no:
+                    # the load's peak (sampled) and the process's (VmHWM, start-up included: each round
+                    # starts the milter anew)
+                    peak[name].append(sampler.peak_kb / 1024)
+                    hwm[name].append(proc_status_kb(milter_proc.pid, "VmHWM") / 1024)
             for profiler in profilers:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(30)
@@ -358,17 +465,19 @@ def main() -> int:
                 stop()
                 continue
             rates[name].append(rate)
+            wall[name].append(seconds)
             if load:
                 replies[name].update(sent.replies)
                 generator_cpu.append(sent.cpu_seconds * 1000 / count)
             busy, total = machine_busy_seconds()
             clamd_used = (cpu_seconds(clamd.proc.pid) if clamd.proc else 0.0) - before_clamd
-            machine[name].append((busy - before_busy) * 1000 / args.messages)
+            machine[name].append((busy - before_busy) * 1000 / count)
+            clamd_cpu[name].append(clamd_used * 1000 / count)
             line += f"  machine {(busy - before_busy) / (total - before_total):.0%} busy,"
-            line += f" {machine[name][-1]:.2f} CPU s/1000 msg (clamd {clamd_used * 1000 / args.messages:.2f})"
+            line += f" {machine[name][-1]:.2f} CPU s/1000 msg (clamd {clamd_used * 1000 / count:.2f})"
             if gov and gov.proc:
                 used = cpu_seconds(gov.proc.pid) - before_cpu
-                cpu[name].append(used * 1000 / args.messages)
+                cpu[name].append(used * 1000 / count)
                 after_hist = histogram(url, "govmilter_message_duration_seconds")
                 p50, p99 = quantile(before_hist, after_hist, 0.5), quantile(before_hist, after_hist, 0.99)
                 latency[name].append((p50, p99))
@@ -378,6 +487,8 @@ def main() -> int:
                     shares[name].setdefault(check, []).append(spent * 1000 / count)
                 line += f"  cpu {cpu[name][-1]:.2f} s/1000 msg  p50 {p50 * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms"
                 line += f"  rss {rss[name][-1]:.0f} MB"
+            if peak.get(name):
+                line += f"  peak rss {peak[name][-1]:.0f} MB (VmHWM {hwm[name][-1]:.0f} MB)  wall {seconds:.1f} s"
             print(line, flush=True)
             stop()
     finally:
@@ -425,7 +536,18 @@ def main() -> int:
     for label, value in ratios.items():
         print(f"  {label:36s} {value:10.2f} {per_round[label]:20.2f}")
     for name, values in machine.items():
-        print(f"  {name:15s} whole machine {statistics.median(values):.2f} CPU s per 1000 messages")
+        print(f"  {name:15s} whole machine {statistics.median(values):.2f} CPU s per 1000 messages,"
+              f" clamd {statistics.median(clamd_cpu[name]):.2f}")
+    for name, values in peak.items():
+        if values:
+            each = ", ".join(f"{v:.0f}" for v in values)
+            print(f"  {name:15s} wall {statistics.median(wall[name]):.1f} s (median), milter peak RSS"
+                  f" {max(values):.0f} MB under load (max over rounds; each round {each});"
+                  f" VmHWM {max(hwm[name]):.0f} MB")
+    if "govmilter unix" in wall and "clamav-milter" in wall:
+        per_round_wall = [g / c for g, c in zip(wall["govmilter unix"], wall["clamav-milter"], strict=True)]
+        print(f"  wall govmilter unix / clamav-milter: {statistics.median(per_round_wall):.2f} (median of"
+              f" per-round; each {', '.join(f'{v:.2f}' for v in per_round_wall)})")
     for name in cpu:
         p50 = statistics.median(p for p, _ in latency[name]) * 1000
         p99 = statistics.median(p for _, p in latency[name]) * 1000
@@ -446,7 +568,8 @@ def main() -> int:
     if args.json:
         figures = {"rates": rates, "median": median, "ratios": ratios, "per_round": per_round, "cpu": cpu,
                    "latency": latency, "rss": rss, "shares": shares, "half_load": half,
-                   "replies": replies, "generator_cpu": generator_cpu}  # fmt: skip
+                   "replies": replies, "generator_cpu": generator_cpu, "peak_rss": peak, "vmhwm": hwm, "wall": wall,
+                   "clamd_cpu": clamd_cpu}  # fmt: skip
         Path(args.json).write_text(json.dumps({**figures, "machine": machine}, indent=2))
     return 0
 

@@ -21,6 +21,7 @@ packages=(
   gcc                  # make deb: compiles pymilter's C extension
   genisoimage          # tests: real ISO 9660 and UDF images for the disk-image true-type rule
   dosfstools           # tests: mkfs.vfat makes a FAT floppy image (.img) for the same rule
+  libmail-dkim-perl    # tests: Mail::DKIM, an independent (Perl) verifier of our DKIM signatures
 )
 
 missing=()

@@ -100,6 +100,9 @@ def govmilter_settings(
         "dns.resolver": '"127.0.0.1"',
         "dns.port": str(dns_port),
         "metrics.listen": f'"127.0.0.1:{metrics_port}"',
+        # no copy of the rules kept unless the caller gives a directory of its own: never the host's
+        # /var/lib/govmilter, which is a real gateway's state where the package is installed
+        "rules.last_good_dir": '""',
         # 127.0.0.1 plays a mailbox server (a trusted relay) here, not the gateway host
         "network.gateway_host": "[]",
     }
@@ -652,6 +655,7 @@ class Stack:
     sink_dir: Path | None = None
     announce: bool = False
     settings: dict[str, str] = field(default_factory=dict)
+    dns_txt: Sequence[tuple[str, str]] = ()  # (name, text): SPF, DKIM and DMARC records the zone also answers
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -663,7 +667,7 @@ class Stack:
             else f"inet:{self.milter_port}@127.0.0.1"
         )
         self.clamd = Clamd(self.root / "clamd", settings={"MaxThreads": "8"}, system_database=True)
-        self.dns = Dns(self.root / "dns", self.dns_port)
+        self.dns = Dns(self.root / "dns", self.dns_port, txt=self.dns_txt)
         self.sink = Sink(self.sink_port, self.sink_dir, self.announce)
         # the same endpoint in each side's syntax: libmilter's inet:port@host, Postfix's inet:host:port
         postfix_milter = (

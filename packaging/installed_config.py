@@ -30,8 +30,7 @@ EDITS: tuple[tuple[str, str, str], ...] = (
     (
         "network",
         "trusted_relays",
-        "# Empty on a fresh install: list exactly the mailbox servers' addresses, e.g.\n"
-        '# trusted_relays = ["10.1.2.3/32", "10.1.2.4/32"]\n'
+        "# Empty on a fresh install, nothing trusted: list exactly the mailbox servers, as above.\n"
         "trusted_relays = []",
     ),
     ("rules", "dir", 'dir = "/etc/govmilter/rules"      # the officers\' rule files (*.toml), reloaded live'),

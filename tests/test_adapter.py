@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import Milter
 import pytest
@@ -12,7 +15,7 @@ from Milter.testctx import TestCtx as PymilterTestCtx
 from govmilter import decision
 from govmilter.adapter import GovMilter
 from govmilter.checks import CheckHooks
-from govmilter.model import MessageFacts, Stage, Transaction, Verdict
+from govmilter.model import Action, MessageFacts, Stage, Transaction, Verdict
 from govmilter.runtime import Runtime
 from support.header_flood import MARKER, filler, message_bytes, multipart_body, multipart_fields
 from support.milter_ctx import RecordingCtx, TestCtx, adapter_runtime, drive
@@ -575,3 +578,149 @@ def test_keeping_the_connect_step_changes_that_bit_only(monkeypatch: pytest.Monk
 def test_a_connection_closed_before_negotiation_leaves_the_gauge_alone(runtime: Runtime) -> None:
     GovMilter(runtime).close()
     assert runtime.metrics.connections_in_flight._value.get() == 0
+
+
+# ---- found by the mutation run (docs/mutation.md) ---------------------------------------------------
+
+
+def test_the_connect_step_reads_the_address_libmilter_hands_as_a_tuple(runtime: Runtime) -> None:
+    """libmilter hands (ip, port) for inet and (ip, port, flow, scope) for inet6; pymilter's test context a str."""
+    for family, hostaddr in ((socket.AF_INET, ("192.0.2.7", 40123)), (socket.AF_INET6, ("2001:db8::7", 40123, 0, 0))):
+        milter = GovMilter(runtime)
+        assert milter.connect("mx.example.org", family, hostaddr) == Milter.CONTINUE
+        assert (milter.connect_ip, milter.connect_host) == (hostaddr[0], "mx.example.org")
+
+
+def test_postfix_need_not_send_unknown_commands(runtime: Runtime) -> None:
+    protocol = negotiated(TestCtx())
+    assert protocol & Milter.P_NOUNKNOWN
+
+
+def test_the_listening_socket_is_found_by_its_own_address_only(tmp_path: Path) -> None:
+    """At shutdown only our listener is replaced: not another listening socket of the process."""
+    from govmilter.adapter import _listener_fds
+
+    ours_path, other_path = str(tmp_path / "milter.sock"), str(tmp_path / "a-other.sock")  # the other sorts first
+    sockets = []
+    try:
+        for path in (ours_path, other_path):
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(unix)
+            unix.bind(path)
+            unix.listen(1)
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # bound, not listening
+        sockets.append(idle)
+        idle.bind(str(tmp_path / "idle.sock"))
+        inets = [socket.socket(), socket.socket()]
+        sockets += inets
+        for inet in inets:
+            inet.bind(("127.0.0.1", 0))
+            inet.listen(1)
+        _lower, inet_ours = sorted(inets, key=lambda sock: sock.getsockname()[1])  # the other listens lower
+        port = inet_ours.getsockname()[1]
+        assert _listener_fds("unix:" + ours_path) == [sockets[0].fileno()]
+        assert _listener_fds(f"inet:{port}@127.0.0.1") == [inet_ours.fileno()]
+        assert _listener_fds(f"unix:{tmp_path}/none.sock") == []
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_postfix_is_told_which_steps_need_no_reply(runtime: Runtime) -> None:
+    """No reply per header and recipient (a round trip each), no unknown commands at all.
+
+    protocol_mask() holds the bits the milter takes away from what the MTA offers: these stay.
+    """
+    mask = GovMilter(runtime).protocol_mask()
+    wanted = Milter.P_NR_HDR | Milter.P_NR_RCPT | Milter.P_NOUNKNOWN | Milter.P_NOHELO | Milter.P_NODATA
+    assert mask & wanted == 0, hex(mask & wanted)
+
+
+def test_the_message_duration_is_the_time_from_mail_from_to_the_answer(runtime: Runtime) -> None:
+    started = time.perf_counter()
+    assert feed(RecordingCtx(), "a@example.com", "user@bacninh.gov.vn", MESSAGE) == Milter.ACCEPT
+    wall = time.perf_counter() - started
+    value = runtime.metrics.registry.get_sample_value
+    assert value("govmilter_message_duration_seconds_count") == 1
+    assert 0 < value("govmilter_message_duration_seconds_sum") <= wall  # type: ignore[operator]
+
+
+def test_a_port_in_use_is_named_with_its_host() -> None:
+    from govmilter.adapter import _listen_problem
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert _listen_problem(f"inet:{port}@127.0.0.1") == (
+            f"[milter] socket inet:{port}@127.0.0.1: 127.0.0.1:{port} is already in use (another govmilter?)"
+        )
+
+
+def test_a_negative_libmilter_timeout_is_a_configuration_error() -> None:
+    """serve() hands libmilter [milter] timeout when it is above 0; 0 keeps libmilter's own."""
+    from govmilter.config import ConfigError, load_config
+
+    assert load_config(None, ["milter.timeout=0"]).milter.timeout == 0
+    with pytest.raises(ConfigError, match=r"\[milter\] timeout must be 0"):
+        load_config(None, ["milter.timeout=-1"])
+
+
+def test_a_refusal_without_its_own_code_gets_no_empty_reply(runtime: Runtime) -> None:
+    """Only a refusal that carries a code sets the reply; without one libmilter's default stands."""
+
+    class Refusing(CheckHooks):
+        name = "refusing"
+        stages = frozenset({Stage.HEADERS})
+
+        def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+            return [Verdict(Action.REJECT, "refusing", reason="no code of its own")]
+
+    runtime.pipeline.__init__([*runtime.pipeline.checks, Refusing()], runtime.metrics)  # type: ignore[misc]
+    ctx = RecordingCtx()
+    assert drive(ctx, [("From", "a@example.com"), ("Subject", "x")], b"Hi.\r\n") == Milter.REJECT
+    assert ctx.replies == []
+
+
+def test_a_message_that_cannot_be_released_is_still_answered_and_counted(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def close(self: Transaction) -> None:
+        raise OSError("spool file already gone")
+
+    monkeypatch.setattr(Transaction, "close", close)
+    ctx = RecordingCtx()
+    assert drive(ctx, [("From", "a@example.com"), ("Subject", "x")], b"Hi.\r\n") == Milter.ACCEPT
+    assert runtime.metrics.internal_errors.labels(where="release")._value.get() == 1
+    assert ctx._priv.tx is None
+
+
+def test_tcp_nodelay_is_set_on_the_listening_socket() -> None:
+    """Inherited by every accepted connection: no delayed-ACK wait per reply (~40 ms per message)."""
+    from govmilter.adapter import _set_nodelay_on_listener
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        assert not listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        _set_nodelay_on_listener(f"inet:{listener.getsockname()[1]}@127.0.0.1")
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_the_connection_gauge_counts_each_negotiated_connection_once(runtime: Runtime) -> None:
+    gauge = runtime.metrics.connections_in_flight._value
+    ctx = TestCtx()
+    assert ctx._negotiate() == Milter.CONTINUE
+    assert gauge.get() == 1
+    milter: GovMilter = ctx._priv
+    milter.close()
+    milter.close()  # a second close does not count the connection out twice
+    assert gauge.get() == 0
+
+
+def test_a_unix_socket_in_a_missing_directory_is_named() -> None:
+    from govmilter.adapter import _listen_problem
+
+    assert _listen_problem("unix:/nonexistent-govmilter/milter.sock") == (
+        "[milter] socket unix:/nonexistent-govmilter/milter.sock: the directory /nonexistent-govmilter does not exist"
+    )

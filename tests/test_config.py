@@ -21,7 +21,7 @@ def test_example_config_loads_with_the_documented_values() -> None:
     config = load_config(EXAMPLE)
     assert config.domains.local == ("bacninh.gov.vn",)
     assert config.domains.government == ("gov.vn",)
-    assert config.network.trusted_relays == ("127.0.0.1/32", "10.0.0.0/8")
+    assert config.network.trusted_relays == ("127.0.0.1/32",)  # exactly the mailbox servers, no range
     assert config.milter.socket == "unix:/var/spool/postfix/govmilter/govmilter.sock"
     assert config.metrics.listen == "127.0.0.1:9101"
     assert config.size.attachment_limit == 20 * 1024 * 1024

@@ -140,7 +140,7 @@ def test_govmilter_scan_command(name: str, without_services: dict[tuple[str, str
     path = CORPUS / name
     client, sender, rcpt = ENVELOPES["inbound"]
     result = subprocess.run(
-        [sys.executable, "-m", "govmilter", "scan", "--set", f'rules.dir="{RULES}"',
+        [sys.executable, "-m", "govmilter", "scan", "--json", "--set", f'rules.dir="{RULES}"',
          *[arg for check in SERVICE_CHECKS for arg in ("--skip", check)],
          "--client-ip", client, "--mail-from", sender, "--rcpt", rcpt, str(path)],
         capture_output=True,

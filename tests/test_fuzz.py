@@ -38,7 +38,6 @@ from Milter.testctx import TestCtx as PymilterTestCtx
 
 from govmilter import decision, spool
 from govmilter.adapter import GovMilter
-from govmilter.checks import dnsbl
 from govmilter.checks.dnsbl import link_domains, reversed_ip
 from govmilter.checks.forwarding.traces import (
     auto_submitted,
@@ -75,6 +74,7 @@ from govmilter.mime.headers import parse_entity
 from govmilter.model import Action, Envelope, MessageFacts, Transaction, Verdict
 from govmilter.ruleset import RuleSet
 from govmilter.runtime import Runtime
+from govmilter.text import links
 from govmilter.text.normalize import html_to_text, normalize, strip_diacritics
 from support.harness import RULES, Harness
 from support.milter_ctx import RecordingCtx
@@ -483,8 +483,8 @@ link_starts = st.lists(
 @given(link_starts)
 def test_link_hosts_found_from_anchors_equal_the_pattern_run_everywhere(text: str) -> None:
     ran("link-anchors")
-    expected = [(m.start(), m.end(), m.group(1)) for m in dnsbl._URL_HOST.finditer(text)]
-    assert [(m.start(), m.end(), m.group(1)) for m in dnsbl.url_hosts(text)] == expected
+    expected = [(m.start(), m.end(), m.group(1)) for m in links.URL_HOST.finditer(text)]
+    assert [(m.start(), m.end(), m.group(1)) for m in links.url_hosts(text)] == expected
 
 
 def test_a_scoped_ipv6_client_address() -> None:
@@ -1216,7 +1216,8 @@ def milter_runtime() -> Iterator[Runtime]:
     # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
     saved_opts, saved_factory = PymilterTestCtx.default_opts, Milter.factory
     PymilterTestCtx.default_opts = [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0]
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""'])
+    # rules.last_good_dir="": no copy kept, never in the host's /var/lib/govmilter
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', 'rules.last_good_dir=""'])
     runtime = Runtime(config, skip=["antivirus", "dnsbl"])
     Milter.factory = functools.partial(GovMilter, runtime)
     yield runtime
@@ -1276,8 +1277,10 @@ def test_adapter_answers_every_transaction(
     if answer == Milter.REJECT:
         code, text = ctx._reply[0], ctx._reply[2]
         assert code.startswith("5") and text.isascii() and "%" not in text and "\r" not in text
-    for _, value, _ in ctx.added:  # headers we add go back on the wire: printable ASCII, one line
-        assert all(" " <= c <= "~" for c in value), value
+    for _, value, _ in ctx.added:  # headers we add go back on the wire: printable ASCII lines, folded
+        first, *folds = value.split("\n")
+        assert all(" " <= c <= "~" for line in (first, *(fold[1:] for fold in folds)) for c in line), value
+        assert all(fold[:1] in (" ", "\t") and fold.strip() for fold in folds), value
     if answer == Milter.ACCEPT:  # every forged field of ours removed, by occurrence, the last first
         counts: Counter[str] = Counter()
         forged = []

@@ -114,6 +114,7 @@ def runtime_with_clamd(tmp_path: Path, addresses: list[str]) -> Runtime:
         None,
         [
             f'rules.dir="{RULES}"',
+            'rules.last_good_dir=""',  # no copy kept, never in the host's /var/lib/govmilter
             "dnsbl.enabled=false",
             f"antivirus.clamd={json.dumps(addresses)}",
             "antivirus.connect_timeout=1.0",

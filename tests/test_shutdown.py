@@ -220,3 +220,73 @@ def test_sighup_does_not_stop_the_daemon(tmp_path: Path, daemons: list[Daemon]) 
     assert daemon.proc.poll() is None
     os.kill(daemon.proc.pid, signal.SIGTERM)
     assert daemon.proc.wait(15) == 0
+
+
+def test_the_daemon_asks_postfix_for_header_changes_and_logs_its_stop(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Found by the mutation run: the flags registered with libmilter, and the stop's own log line."""
+    daemon = start(daemons, tmp_path, grace=5)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as sock:
+        sock.sendall(struct.pack(">I", 13) + b"O" + struct.pack(">III", SMFI_VERSION, ALL_ACTIONS, 0))
+        reply = b""
+        while len(reply) < 17:
+            chunk = sock.recv(17 - len(reply))
+            assert chunk, "the milter closed the connection"
+            reply += chunk
+    assert reply[4:5] == b"O"
+    _version, actions, _protocol = struct.unpack(">III", reply[5:17])
+    add_headers, change_headers = 0x01, 0x10  # SMFIF_ADDHDRS, SMFIF_CHGHDRS
+    assert actions & (add_headers | change_headers) == add_headers | change_headers, hex(actions)
+    assert "TCP_NODELAY set on the milter listening socket" in daemon.text()
+    signalled = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    wall = time.monotonic() - signalled
+    assert "(listening sockets closed: 1)" in daemon.text()  # found and replaced: ours, only ours
+    [stopped] = [line for line in daemon.text().splitlines() if "stopped after" in line]
+    seconds = float(stopped.split("stopped after ", 1)[1].split(" s", 1)[0])
+    assert 0 <= seconds <= wall + 0.05, (stopped, wall)  # %.1f rounds
+
+
+def test_a_transaction_with_no_step_past_the_grace_is_named_and_the_daemon_stops(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Found by the mutation run: the grace's own duration in its log line, and the connection that
+    Postfix left without a step for the answer window is logged by queue id before the stop."""
+    daemon = start(daemons, tmp_path, grace=2)
+    silent = MilterClient(daemon.port)
+    silent.start("QSILENT1")
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.wait_log("shutdown grace over after")
+    [over] = [line for line in daemon.text().splitlines() if "shutdown grace over after" in line]
+    seconds = float(over.split("grace over after ", 1)[1].split(" s", 1)[0])
+    assert 2 <= seconds < 7, over
+    daemon.wait_log("shutdown: no step from Postfix within 10 s, closing", timeout=30)
+    assert "QSILENT1" in daemon.text().split("no step from Postfix", 1)[1].splitlines()[0]
+    assert daemon.proc.wait(15) == 0
+    silent.close()
+
+
+def test_a_stale_unix_socket_left_by_a_crash_does_not_stop_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "milter.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nothing listens: what a killed daemon leaves
+    log = tmp_path / "govmilter.log"
+    command = [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
+               "--set", f'milter.socket="unix:{path}"', "--set", f'milter.spool_dir="{tmp_path}"',
+               "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "last-good"}"',
+               "--set", 'metrics.listen=""', "--set", "network.gateway_host=[]"]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_until(lambda: "govmilter listening on" in log.read_text() or proc.poll() is not None, 30, "govmilter")
+        assert proc.poll() is None, log.read_text()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # the new socket, not the stale file
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+

@@ -245,7 +245,7 @@ def test_scan_builds_the_spool_as_the_daemon_does_and_sees_past_a_header_flood()
 def test_the_scan_command_prints_its_result_and_then_releases_the_message() -> None:
     fields = [("From", "a@example.com"), *filler(2100), *multipart_fields("x")]
     result = subprocess.run(
-        [sys.executable, "-m", "govmilter", "scan", "--set", f'rules.dir="{RULES}"',
+        [sys.executable, "-m", "govmilter", "scan", "--json", "--set", f'rules.dir="{RULES}"',
          *[arg for name in SERVICE_CHECKS for arg in ("--skip", name)],
          "--mail-from", "a@example.com", "--rcpt", "user@bacninh.gov.vn", "--client-ip", "127.0.0.3", "-"],
         input=message_bytes(fields, multipart_body("baocao.exe")),

@@ -1,4 +1,4 @@
-"""Command line: run | scan | rules check | rules keys | config check | doctor | version."""
+"""Command line: run | scan | rules check | rules keys | rules test | config check | doctor | version."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from pathlib import Path
 
 from govmilter import __version__
 from govmilter.config import Config, ConfigError, load_config, summary
-from govmilter.logfmt import FORMAT, OneLineFormatter
+from govmilter.logfmt import daemon_formatter
 from govmilter.metrics import Metrics
 from govmilter.pipeline import CHECK_NAMES, Pipeline, build_checks, rule_compilers, rule_schemas
 from govmilter.ruleset import RuleErrors, load_ruleset
 
 DEFAULT_CONFIG = "/etc/govmilter/govmilter.toml"
+NETWORK_CHECKS = ("antivirus", "dnsbl", "auth")  # `rules test` runs them only when asked (--with)
 EXIT_USAGE = 2
 
 
@@ -40,10 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--skip", action="append", default=[], choices=CHECK_NAMES, help="leave a check out")
 
-    scan = commands.add_parser("scan", help="run the daemon's checks on a message file and print JSON")
+    scan = commands.add_parser(
+        "scan", help="run the daemon's checks on a message file: what it would answer and why (--json for scripts)"
+    )
     _common(scan)
     scan.add_argument("--skip", action="append", default=[], choices=CHECK_NAMES, help="leave a check out")
-    scan.add_argument("--client-ip", default="127.0.0.1")
+    scan.add_argument(
+        "--client-ip",
+        default="127.0.0.1",
+        help="the connecting client (default 127.0.0.1, this host: a trusted relay, so the message is outbound)",
+    )
+    scan.add_argument("--json", action="store_true", help="print one JSON object (the scripts' contract)")
     scan.add_argument("--helo", default="localhost")
     scan.add_argument("--auth", default="", metavar="USER", help="the SMTP AUTH user ({auth_authen})")
     scan.add_argument("--size", type=int, metavar="BYTES", help="declare SIZE= at MAIL FROM")
@@ -58,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     rules_check.add_argument("dir", nargs="?", help="rule directory (default: [rules] dir of the config)")
     rules_keys = rules_commands.add_parser("keys", help="print the keys of a kind of rule file (the header block)")
     rules_keys.add_argument("kind", nargs="?", help="forwarding, attachments, dnsbl or content (default: all)")
+    rules_test = rules_commands.add_parser(
+        "test", help="scan each NAME.eml of a folder with its NAME.toml (envelope, expect); non-zero exit on a failure"
+    )
+    _common(rules_test)
+    rules_test.add_argument("dir", help="folder of samples: NAME.eml beside NAME.toml")
+    rules_test.add_argument("--rules", metavar="DIR", help="rule directory (default: [rules] dir of the config)")
+    rules_test.add_argument(
+        "--with",
+        dest="with_checks",
+        action="append",
+        default=[],
+        choices=NETWORK_CHECKS,
+        help="also run a check that asks the network (skipped by default: antivirus, dnsbl, auth)",
+    )
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -110,7 +132,8 @@ def _setup_logging(level: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter(FORMAT))  # one record, one line, even a traceback
+    # one record, one line, even a traceback; journald's own timestamp when stderr is the journal
+    handler.setFormatter(daemon_formatter(sys.stderr))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
@@ -135,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from govmilter.offline import scan_message
+    from govmilter.offline import report, scan_message
 
     config = _load(args)
     _setup_logging("warning")
@@ -161,10 +184,41 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if stream is not sys.stdin.buffer:
             stream.close()
     try:
-        print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        if args.json:
+            print(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
+        else:
+            source = "standard input" if args.file == "-" else args.file
+            print(report(result, config, config_path=_config_path(args), message=source, skipped=args.skip))
     finally:
         result.close()
     return 0
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    path: str | None = args.config or os.environ.get("GOVMILTER_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return path
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from govmilter.offline import check_sample, table
+
+    config = _load(args)
+    _setup_logging("error")
+    directory = args.rules or config.rules.dir
+    samples = sorted(Path(args.dir).glob("*.eml"))
+    if not samples:
+        print(f"no *.eml samples in {args.dir}", file=sys.stderr)
+        return EXIT_USAGE
+    metrics = Metrics()
+    ruleset = load_ruleset(directory, rule_compilers())
+    skip = [name for name in NETWORK_CHECKS if name not in args.with_checks and name in CHECK_NAMES]
+    pipeline = Pipeline(build_checks(config, metrics, skip), metrics, config.milter.monitor)
+    results = [check_sample(pipeline, ruleset, config, path) for path in samples]
+    print(f"rules {directory} (version {ruleset.version}); skipped: {', '.join(skip) or 'none'}")
+    print(table(results))
+    return 0 if all(r.passed for r in results) else 1
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
@@ -211,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scan":
             return cmd_scan(args)
         if args.command == "rules":
+            if args.rules_command == "test":
+                return cmd_rules_test(args)
             return cmd_rules_keys(args) if args.rules_command == "keys" else cmd_rules_check(args)
         if args.command == "config":
             return cmd_config_check(args)

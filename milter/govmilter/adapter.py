@@ -12,6 +12,7 @@ import functools
 import gc
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -50,6 +51,16 @@ _RETURN_CODES = {
 def _reply_text(text: str) -> str:
     # libmilter silently drops a reply with a lone '%'; CR/LF would break the reply line
     return "".join(c if " " <= c < "\x7f" and c != "%" else " " for c in text)
+
+
+def _header_text(text: str) -> str:
+    """A header value for smfi_addheader: as _reply_text, but a fold (newline + white space) stays a fold."""
+    if "\n" not in text:
+        return _reply_text(text)
+    return "\n".join(_reply_text(part) for part in _FOLD.split(text))
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def guarded(where: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -218,7 +229,7 @@ class GovMilter(Milter.Base):
             for name, index in self.rt.forged_headers(tx):
                 self.chgheader(name, index, "")
             for name, value in verdict.headers:
-                self.addheader(name, _reply_text(value))
+                self.addheader(name, _header_text(value))
             self.rt.pipeline.accepted(tx)
         return self._answer(verdict)
 

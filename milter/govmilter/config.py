@@ -76,7 +76,8 @@ class DomainsConfig:
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    trusted_relays: tuple[str, ...] = ("127.0.0.1/32", "10.0.0.0/8")
+    # exactly the mailbox servers (a whole private range would make any host in it "outbound")
+    trusted_relays: tuple[str, ...] = ("127.0.0.1/32",)
     # the gateway's own addresses: what Postfix presents for sendmail/cron mail (non_smtpd_milters)
     # and what a program on the gateway connects from; never refused by the forwarding check
     gateway_host: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
@@ -304,8 +305,11 @@ class ContentConfig:
     document_memory: int = 536870912  # address space of pdftotext, bytes (512 MiB)
     document_unreadable: str = "monitor"  # encrypted, damaged or over budget: monitor (log, count, tag) | reject
     # a pattern RE2 cannot run (lookaround, backreference) runs with this time limit per rule and message;
-    # past it the rule is skipped for that message (counted, logged), never holding mail
+    # past it the rule is skipped for that message (counted, logged): a score rule is left out,
+    # a reject rule refuses the message unchecked
     pattern_time_limit_ms: int = 100
+    # links read per message for the rules with target = "link" / "link-domain" or a link_domain condition
+    max_links: int = 200
     # the refusal by a reject rule that has no reply of its own
     reply_text: str = (
         f"Noi dung thu vi pham quy dinh cua he thong thu cong vu ({reg.CONTENT})"
@@ -552,6 +556,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [milter] max_header_bytes must be between 1024 and 268435456 (256 MiB)")
     if not 0 <= milter.shutdown_grace <= 3600:
         raise ConfigError(f"{src}: [milter] shutdown_grace must be between 0 and 3600 seconds")
+    if milter.timeout < 0:  # 0 keeps libmilter's own (7210 s)
+        raise ConfigError(f"{src}: [milter] timeout must be 0 (libmilter's default) or a number of seconds")
     antivirus = config.antivirus
     for address in antivirus.clamd:
         try:
@@ -600,6 +606,8 @@ def _validate(config: Config) -> None:
         )
     if not 1 <= content.pattern_time_limit_ms <= 10000:
         raise ConfigError(f"{src}: [content] pattern_time_limit_ms must be between 1 and 10000")
+    if not 1 <= content.max_links <= 10000:
+        raise ConfigError(f"{src}: [content] max_links must be between 1 and 10000")
     if content.document_memory < 16 * 1024 * 1024:
         raise ConfigError(f"{src}: [content] document_memory must be at least 16777216 (16 MiB)")
     for (table, key), allowed in _TEMPLATES.items():

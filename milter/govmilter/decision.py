@@ -98,6 +98,12 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
         pairs.append(("monitor", monitored))
     if would is not None:
         pairs.append(("would", ":".join(p for p in (would.action.value, would.code, would.enhanced) if p)))
+    # the spam score with every monitored rule enforced, and what it would have got (content check)
+    score, outcome = tx.scratch.get("monitor_score", (None, ""))
+    if score is not None:
+        pairs.append(("would_score", f"{score:.1f}"))
+        if would is None and outcome != "accept":
+            pairs.append(("would", outcome))
     if elapsed is not None:
         pairs.append(("ms", f"{elapsed * 1000:.1f}"))
     # each value at most 200 characters written (recipients and reply 400), escapes included:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
 
 # a value written bare: no space, `=`, `"`, backslash, control or non-ASCII character
 _TOKEN = re.compile(r"[A-Za-z0-9._@:/+,<>-]+")
@@ -69,6 +71,11 @@ def fields(pairs: Iterable[tuple[str, str] | tuple[str, str, int]], limit: int =
     return " ".join(f"{pair[0]}={quote(pair[1], pair[2] if len(pair) > 2 else limit)}" for pair in pairs)
 
 FORMAT = "%(asctime)s govmilter[%(process)d] %(levelname)s %(name)s: %(message)s"
+# stderr is the journal (the unit): journald stamps the time, SyslogIdentifier and the pid itself
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# sd-daemon(3) priority prefixes, which journald reads (SyslogLevelPrefix=) to file the line at
+# its level in the journal and in syslog's mail facility (otherwise every line is "info")
+_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 MAX_RECORD = 16384  # characters; a traceback fits, a flood does not
 
 # control characters, Unicode line breaks, and lone surrogates (undecodable bytes from the wire)
@@ -91,10 +98,45 @@ def one_line(text: str, limit: int = MAX_RECORD) -> str:
 
 
 class OneLineFormatter(logging.Formatter):
+    def __init__(self, fmt: str = FORMAT, *, journal: bool = False):
+        super().__init__(fmt)
+        self.journal = journal  # prefix each line with its sd-daemon priority, <3> for an error
+
     def format(self, record: logging.LogRecord) -> str:
         if record.process is None:  # logging.logProcesses is off (it costs a lookup per record)
             record.process = _PID
-        return one_line(super().format(record))
+        line = one_line(super().format(record))
+        if self.journal:
+            priority = next((code for level, code in _PRIORITY if record.levelno >= level), 7)
+            return f"<{priority}>{line}"
+        return line
+
+
+def stderr_is_journal(stream: IO[Any] | None = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stderr is the journal stream systemd connected (sd_journal_stream_fd(3)).
+
+    systemd sets JOURNAL_STREAM=DEVICE:INODE for a unit whose output goes to the journal; the
+    descriptor must still be that stream (a child whose stderr was redirected inherits the
+    variable, not the stream).
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    target = sys.stderr if stream is None else stream
+    try:
+        stat = os.fstat(target.fileno())
+    except (AttributeError, OSError, ValueError):  # no stderr, or one without a descriptor
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+def daemon_formatter(stream: IO[Any] | None = None, environ: Mapping[str, str] | None = None) -> OneLineFormatter:
+    """The formatter of the daemon's stderr: without our timestamp and name under journald,
+    which adds its own (they would be doubled), with them anywhere else."""
+    if stderr_is_journal(stream, environ):
+        return OneLineFormatter(JOURNAL_FORMAT, journal=True)
+    return OneLineFormatter(FORMAT)
 
 
 _PID = os.getpid()  # the daemon does not fork

@@ -13,9 +13,9 @@ from govmilter.checks.dnsbl import (
     compile_rules,
     link_domains,
     normal_domain,
-    registered_domain,
     reversed_ip,
 )
+from govmilter.domains import registered_domain
 from govmilter.model import Action, Mode, Stage
 from govmilter.pipeline import CHECK_NAMES, rule_compilers
 from govmilter.ruleset import RuleErrors, RuleFile, load_ruleset

@@ -321,3 +321,53 @@ def test_header_flood_gets_the_malformed_policy(default: Harness) -> None:
 def test_parse_errors_are_refused_by_default(default: Harness) -> None:
     verdict = default.scan(deep_message()).verdict
     assert (verdict.rule, verdict.code, verdict.enhanced) == ("parse-error", "554", "5.6.0")
+
+
+# ---- found by the mutation run (docs/mutation.md) ---------------------------------------------------
+
+
+def test_a_small_declared_size_goes_on_past_mail_from(default: Harness) -> None:
+    for declared in ("0", "1000"):
+        result = default.scan(message(text("nho")), mail_params={"SIZE": declared})
+        assert (result.stage, result.verdict.action) == (Stage.EOM, Action.ACCEPT), declared
+
+
+def two_ambiguities_and_a_deep_part() -> bytes:
+    """A duplicate Content-Type, a duplicate Content-Transfer-Encoding and nesting past the limit."""
+    dup_type = b"Content-Type: text/plain\r\nContent-Type: application/zip\r\n\r\nTVqQ\r\n"
+    dup_encoding = (
+        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 7bit\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nTVqQ\r\n"
+    )
+    deep = leaf(random_bytes(100), filename="a.bin")
+    for level in range(40):
+        deep = multipart(deep, boundary=f"l{level}")
+    return message(multipart(text("xem"), dup_type, dup_encoding, deep))
+
+
+def size_rules(result: object) -> list[str]:
+    return [hit.rule for hit in result.tx.hits if hit.check == "size"]  # type: ignore[attr-defined]
+
+
+def test_an_accepted_malformed_message_records_every_finding() -> None:
+    """Each ambiguity and the limit are monitor hits: the first one does not hide the others."""
+    h = harness("size.malformed_action=accept", "size.parse_error_action=accept")
+    result = h.scan(two_ambiguities_and_a_deep_part())
+    assert result.verdict.action is Action.ACCEPT
+    assert size_rules(result) == ["duplicate-content-type", "duplicate-content-transfer-encoding", "parse-error"]
+    assert all(hit.mode is Mode.MONITOR for hit in result.tx.hits if hit.check == "size")
+
+
+def test_the_first_refused_ambiguity_ends_the_size_check() -> None:
+    h = harness("size.malformed_action=reject", "size.parse_error_action=tempfail")
+    result = h.scan(two_ambiguities_and_a_deep_part())
+    verdict = result.verdict
+    assert (verdict.action, verdict.code, verdict.rule) == (Action.REJECT, "554", "duplicate-content-type")
+    assert size_rules(result) == ["duplicate-content-type"]
+
+
+def test_the_configured_reply_texts_are_the_ones_sent() -> None:
+    h = harness("size.reply_text_declared_size='Thu qua lon: SIZE={declared} > {ceiling}'")
+    result = h.scan(message(text("nho")), mail_params={"SIZE": "999999999"})
+    ceiling = derived_raw_ceiling(LIMIT)
+    assert result.verdict.text == f"Thu qua lon: SIZE=999999999 > {ceiling}"

@@ -20,6 +20,7 @@ CONFIG = Path("/etc/govmilter/govmilter.toml")
 RULES = Path("/etc/govmilter/rules")
 SOCKET = Path("/var/spool/postfix/govmilter/govmilter.sock")
 UNIT = Path("/lib/systemd/system/govmilter.service")
+LAST_GOOD = Path("/var/lib/govmilter/last-good-rules")  # [rules] last_good_dir of the installed configuration
 # every path the package or its postinst makes
 PATHS = (
     Path("/etc/govmilter"),

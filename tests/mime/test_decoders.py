@@ -63,6 +63,24 @@ def test_base64_broken_input(encoded: bytes, decoded: bytes, defect: str) -> Non
     assert decoder.defects == ({defect} if defect else set())
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"QUJD", b"RA==", b"\r\n", b" ", b"\t", b"*", b"\x00", b"\xff", b"-", b"Q"])),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_base64_junk_is_a_byte_outside_the_alphabet_and_white_space(pieces: list[bytes], cuts: list[int]) -> None:
+    """The defect and the bytes are those of the definition, whatever the split (the two-pass feed)."""
+    encoded = b"".join(pieces)
+    decoder = Base64Decoder()
+    decoded = run(decoder, splits(encoded, cuts))
+    junk = any(byte not in _ALPHABET and byte not in b" \t\r\n" for byte in encoded)
+    assert ("base64-junk" in decoder.defects) == junk
+    assert decoded == run(Base64Decoder(), [bytes(b for b in encoded if b in _ALPHABET)])
+
+
 def test_identity_and_unknown() -> None:
     assert make_decoder("8bit").feed(b"abc") == b"abc"
     assert make_decoder("x-unknown").defects == {"unknown-transfer-encoding"}

@@ -451,6 +451,36 @@ def test_extract_gives_the_decoded_bytes_of_the_parts_asked_for() -> None:
         item.file.close()
 
 
+def test_extract_decodes_only_the_leaves_asked_for_and_those_holding_them(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A leaf neither asked for nor holding a file asked for is not decoded; the others give their bytes."""
+    from govmilter.mime import decoders
+
+    uu_payload = random_bytes(900, seed=21)
+    uu_lines = b"".join(binascii.b2a_uu(uu_payload[i : i + 45]) for i in range(0, len(uu_payload), 45))
+    uu_text = (b"xem:\nbegin 644 a.xls\n" + uu_lines + b"`\nend\n").replace(b"\n", b"\r\n")
+    parts = [random_bytes(50_000, seed=22 + n) for n in range(11)]
+    data = message(
+        multipart(
+            leaf(uu_text, "text/plain", encoding="base64", disposition=""),
+            *(leaf(part, "application/pdf", f"p{n}.pdf") for n, part in enumerate(parts, 2)),
+        )
+    )
+    fed: list[int] = []
+    feed = decoders.Base64Decoder.feed
+    monkeypatch.setattr(decoders.Base64Decoder, "feed", lambda self, piece: fed.append(1) or feed(self, piece))
+    found = extract(chunked(data, 4096), ["1.uu1", "12"], max_bytes=1_000_000)
+    assert found["1.uu1"].file.read() == uu_payload  # leaf 1 holds it: decoded
+    assert found["12"].file.read() == parts[10]  # "12", not "1" nor "2"
+    assert set(found) == {"1.uu1", "12"}
+    decoded_pieces = len(fed)
+    fed.clear()
+    everything = extract(chunked(data, 4096), ["1", *(str(n) for n in range(2, 13))], max_bytes=1_000_000)
+    assert len(fed) > 5 * decoded_pieces  # the eleven PDFs but one were skipped the first time
+    assert [everything[str(n)].file.read() for n in range(2, 13)] == parts
+    for item in [*found.values(), *everything.values()]:
+        item.file.close()
+
+
 def test_extract_stops_at_max_bytes_and_spills_to_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
     payload = random_bytes(1_500_000, seed=13)
     data = message(multipart(leaf(payload, "application/pdf", "lon.pdf")))

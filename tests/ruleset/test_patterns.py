@@ -32,6 +32,8 @@ def shipped_patterns() -> list[tuple[str, str, bool]]:
         if data.get("kind") != "content":
             continue
         for rule in data.get("rule", []):
+            if "pattern" not in rule:  # a combined rule or a rule of conditions only
+                continue
             source = normalize_pattern(rule["pattern"])
             if rule.get("ignore_diacritics"):
                 source = strip_diacritics(source)

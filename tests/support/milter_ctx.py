@@ -104,7 +104,9 @@ def adapter_runtime(monkeypatch: pytest.MonkeyPatch, *settings: str) -> Iterator
     # pymilter's test context closes on NOREPLY: play an MTA that offers no no-reply steps
     monkeypatch.setattr(PymilterTestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~NO_REPLY_BITS, 0, 0])
     # 127.0.0.1 plays a mailbox server in these tests, not the gateway host ([network] gateway_host)
-    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', "network.gateway_host=[]", *settings])
+    # rules.last_good_dir="": no copy kept, never in the host's /var/lib/govmilter (a gateway's state)
+    config = load_config(None, [f'rules.dir="{RULES}"', 'metrics.listen=""', "network.gateway_host=[]",
+                                'rules.last_good_dir=""', *settings])
     rt = Runtime(config, skip=SERVICE_CHECKS)
     previous = Milter.factory
     Milter.factory = functools.partial(GovMilter, rt)

@@ -14,23 +14,22 @@ Trusted internal relays and authenticated users are not looked up.
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from govmilter.checks import CheckHooks
 from govmilter.clients.dns import LISTED, Answer, BlocklistResolver, message_budget, shared_client
 from govmilter.config import Config, DnsblConfig
-from govmilter.domains import Domains, is_under, normalize_domain, registered_domain
+from govmilter.domains import Domains, is_under
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import entries
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
-from govmilter.text.normalize import windows
+from govmilter.text.links import LINK_WINDOW, iter_links, normal_domain
 
 RULE_KIND = "dnsbl"
 ZONE_TYPES = ("ip", "rhsbl", "uribl")
@@ -71,10 +70,6 @@ SCHEMA = Schema(
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})+$")
-# hosts of links: scheme://[userinfo@]host, or a bare www.host, each after a word boundary
-_URL_HOST = re.compile(r"(?:\b(?:https?|ftp)://(?:[^\s/?#@<>\"']*@)?|\bwww\.)([^\s/?#:<>\"'\\)\]}|,;]+)", re.I)
-_URL_AT = re.compile(r"(?:(?:https?|ftp)://(?:[^\s/?#@<>\"']*@)?|www\.)([^\s/?#:<>\"'\\)\]}|,;]+)", re.I)
-_TRAILING = re.compile(r"[^\w]+$")
 
 
 @dataclass(frozen=True)
@@ -187,18 +182,9 @@ def reversed_ip(address: str) -> str | None:
     return ip.reverse_pointer.rsplit(".", 2)[0]  # drop in-addr.arpa / ip6.arpa
 
 
-def normal_domain(host: str) -> str | None:
-    """A host name as DNS spells it, lower-case ASCII; None when it is not a host name."""
-    name = normalize_domain(_TRAILING.sub("", host.strip()))  # "example.com." or "example.com!" ends a sentence
-    return name if _HOSTNAME.match(name) else None
-
-
 def is_ours(domain: str, suffixes: Iterable[str]) -> bool:
     """The domain is one of the (normalised) names or under one of them."""
     return any(is_under(domain, suffix) for suffix in suffixes)
-
-
-LINK_WINDOW = 65536  # characters of text searched for links at a time
 
 
 def link_domains(texts: Iterable[str], skip: Sequence[str], limit: int) -> list[str]:
@@ -211,79 +197,21 @@ def streamed_link_domains(parts: Iterable[Iterable[str]], skip: Sequence[str], l
 
     Lists hold registered domains (`example.com.vn`) and some host names below
     them, so both are asked: the registered domain first, then the host
-    without a leading `www.` when that is a different name. Every part is read,
-    in windows of LINK_WINDOW characters cut at white space (no link and no
-    entity holds any), until `limit` names are found: memory is one window.
+    without a leading `www.` when that is a different name. The links are the
+    content rules' (text/links.py: HTML targets and text links, read one window
+    at a time) until `limit` names are found.
     """
     found: dict[str, None] = {}
-    for pieces in parts:
-        for text in windows(pieces, LINK_WINDOW):
-            if _add_links(text, skip, limit, found):
-                return list(found)
-    return list(found)
-
-
-def _add_links(text: str, skip: Sequence[str], limit: int, found: dict[str, None]) -> bool:
-    """Add the text's link names to `found`; True when the limit is reached."""
-    for match in url_hosts(html.unescape(text)):
-        host = match.group(1)
-        if match.group(0)[:4].lower() == "www.":
-            host = "www." + host
-        domain = normal_domain(host)
-        if domain is None or _is_ip(domain):
+    for link in iter_links(parts):
+        if link.ip or is_ours(link.host, skip) or is_ours(link.domain, skip):
             continue
-        base = registered_domain(domain)
-        if is_ours(domain, skip) or is_ours(base, skip):
-            continue
-        for name in (base, domain.removeprefix("www.")):
+        for name in (link.domain, link.host.removeprefix("www.")):
             if "." not in name:
                 continue
             found.setdefault(name)
             if len(found) >= limit:
-                return True
-    return False
-
-
-def url_hosts(text: str) -> Iterator[re.Match[str]]:
-    """The matches _URL_HOST.finditer would give, found from the literal "://" and "www." only.
-
-    Running the pattern at every position of a long text cost more than all the
-    other checks together; a link cannot start anywhere but next to one of them.
-    """
-    lowered = text.lower()
-    if len(lowered) != len(text):  # a letter lowered into two: positions would not line up
-        yield from _URL_HOST.finditer(text)
-        return
-    starts = [i - n for i in _all(lowered, "://") for n in (5, 4, 3) if i >= n]
-    starts += _all(lowered, "www.")
-    end = 0
-    for start in sorted(starts):
-        if start < end or (start > 0 and _is_word(text[start - 1])):
-            continue
-        match = _URL_AT.match(text, start)
-        if match:
-            end = match.end()
-            yield match
-
-
-def _all(text: str, literal: str) -> list[int]:
-    found, i = [], text.find(literal)
-    while i >= 0:
-        found.append(i)
-        i = text.find(literal, i + 1)
-    return found
-
-
-def _is_word(char: str) -> bool:
-    return char.isalnum() or char == "_"  # re's \w for str patterns
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+                return list(found)
+    return list(found)
 
 
 # ---- the check -----------------------------------------------------------------------------

@@ -702,6 +702,10 @@ class _Leaf:
         tail_limit = walker.limits.zip_tail if self.is_attachment else 0
         self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path))
         self.decoder: Decoder = make_decoder(headers.transfer_encoding)
+        # extract() walks a message again for a few leaves' bytes: a leaf that is not one of them
+        # and holds none of them (a file encoded in its text, path "1.uu1") is not decoded at all
+        capture = walker.capture
+        self.skip = bool(capture) and path not in capture and not any(p.startswith(path + ".") for p in capture)
         self.text: TextWriter | None = None
         self.text_decoder: codecs.IncrementalDecoder | None = None
         if textual and walker.keep_text:
@@ -736,7 +740,8 @@ class _Leaf:
         return self._embedded("data", self.data.blocks, "", filename, "x-data-uri")
 
     def feed(self, raw: bytes) -> None:
-        self._take(self.decoder.feed(raw))
+        if not self.skip:
+            self._take(self.decoder.feed(raw))
 
     def _take(self, data: bytes) -> None:
         if not data:

@@ -11,9 +11,9 @@ unless the pattern says `(?s)`, and letter case is folded for Vietnamese letters
 A pattern that needs what RE2 lacks (a lookahead or lookbehind, a backreference, an
 atomic group, a `\\b` next to something that may be a letter or not) runs on the
 `regex` package instead, with a time limit per message: when the limit is spent the
-rule is skipped for that message (counted and logged by the content check), and
-the message goes on. `rules check` names the engine of each such pattern and why,
-and refuses nested repetition such as `(a+)+` there, the shape that backtracks
+rule is skipped for that message (counted and logged by the content check: a score
+rule is left out, a reject rule refuses the message unchecked). `rules check` names
+the engine of each such pattern and why, and refuses nested repetition such as `(a+)+` there, the shape that backtracks
 catastrophically.
 
 Nothing here runs Python's `re` on mail: the compiled `re.Pattern` is kept only for
@@ -22,6 +22,7 @@ the literal prefilter (text/prefilter.py), which reads its parse tree.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ FALLBACK = "regex"  # the backtracking engine with a time limit
 RE2_MAX_REPEAT = 1000  # RE2 refuses counted repetition above this
 RE2_MAX_MEM = 32 << 20  # bytes of compiled program and DFA cache per pattern
 
-# Python's Unicode classes written as RE2 classes (without the brackets)
+# Python's Unicode classes written as RE2 classes (without the brackets). \p{L}\p{N} and \p{Nd}
+# say what \w and \d mean, but in RE2's Unicode version, which may be newer than the running
+# Python's: a letter Python does not know yet is \W to it, so \W, \D and \b (a sender's separator)
+# would match less on RE2. Those letters are added back wherever a class leaves out \w or \d (newer).
 WORD = r"\p{L}\p{N}_"  # str.isalnum() or "_": what \w means for a str pattern
 DIGIT = r"\p{Nd}"  # str.isdecimal()
 SPACE = r"\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
@@ -52,8 +56,38 @@ _CATEGORIES = {
     C.CATEGORY_SPACE: (SPACE, ASCII_SPACE, False),
     C.CATEGORY_NOT_SPACE: (SPACE, ASCII_SPACE, True),
 }
+# re.IGNORECASE equates i, I, dotless ı and dotted İ (re/_casefix.py); RE2's case folding does not
+# fold ı or İ, so "vıagra" would pass a rule "viagra" that Python's re caught
+DOTTED_I = "Iiı\u0130"
+# the one character that is not \w but whose case partner is (U+0345 folds to ι): under (?i) RE2's
+# \W leaves it out, Python's holds it
+FOLDS_TO_WORD = "(?-i:\\x{345})"
 _REPEATS = (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None))
 _RANGE_SCAN = 4096  # a class range longer than this is not classified character by character
+_BLOCK = 0x4000  # code points classified at a time by newer()
+
+
+@functools.cache
+def newer(name: str) -> str:
+    """The characters RE2 puts in WORD or DIGIT (its Unicode tables) that the running Python's \\w or
+    \\d leave out (letters and digits of a Unicode version newer than Python's), as RE2 class ranges.
+    Python's \\W is RE2's plus these: a sender's separator must not fall between the two versions."""
+    # in blocks of code points, the ones Python's class takes out first: the whole range at once
+    # (a string of every code point, then RE2's list of matches) took ~95 MB of RSS at start-up
+    python = re.compile(r"\w" if name == WORD else r"\d")
+    ours = re2.compile(f"[{name}]")
+    codes: list[int] = []
+    for start in (*range(0, 0xD800, _BLOCK), *range(0xE000, 0x110000, _BLOCK)):
+        block = "".join(map(chr, range(start, min(start + _BLOCK, 0xD800 if start < 0xD800 else 0x110000))))
+        left = python.sub("", block)
+        codes += (ord(bytes(m).decode()) for m in ours.findall(left.encode()))
+    ranges: list[tuple[int, int]] = []
+    for code in codes:
+        if ranges and code == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return "".join(_char(low) + (f"-{_char(high)}" if high > low else "") for low, high in ranges)
 
 
 class PatternError(ValueError):
@@ -271,27 +305,43 @@ class _Writer:
         unicode_class, ascii_class, negated = _CATEGORIES[code]
         return (ascii_class if self.ascii else unicode_class), negated
 
+    dotted_i = "[" + "".join(_char(ord(c)) for c in DOTTED_I) + "]"
+
+    def folds_i(self, code: int) -> bool:
+        """Python folds this letter with i, ı and İ here (RE2 would not): write the four out."""
+        return self.ignore_case and not self.ascii and chr(code) in DOTTED_I
+
     def klass(self, items: Sequence[Any]) -> str:
         negate = bool(items) and items[0][0] is C.NEGATE
         positive: list[str] = []
         negated: list[str] = []
+        left_out: list[str] = []
         for op, av in items[1:] if negate else items:
             if op is C.LITERAL:
-                positive.append(_char(av))
+                positive.append(self.dotted_i[1:-1] if self.folds_i(av) else _char(av))
             elif op is C.RANGE:
                 positive.append(f"{_char(av[0])}-{_char(av[1])}")
+                if any(self.folds_i(ord(c)) and av[0] <= ord(c) <= av[1] for c in DOTTED_I):
+                    positive.append(self.dotted_i[1:-1])
             elif op is C.CATEGORY:
                 text, is_negated = self.category(av)
                 (negated if is_negated else positive).append(text)
+                if text in (WORD, DIGIT) and is_negated != negate and not self.ascii and newer(text):
+                    left_out.append(newer(text))  # Python's "not a letter" holds RE2's newer letters
             else:
                 raise _Unsupported(f"a character class item Python writes as {op}")
+        extra = [f"[{''.join(left_out)}]"] if left_out else []
+        if self.ignore_case and any(o is C.CATEGORY and a is (C.CATEGORY_WORD if negate else C.CATEGORY_NOT_WORD)
+                                    for o, a in items):  # fmt: skip
+            extra.append(FOLDS_TO_WORD)
         if not negated:
             if not positive:
                 return "[^\\x{0}-\\x{10ffff}]" if not negate else "(?s:.)"
-            return f"[{'^' if negate else ''}{''.join(positive)}]"
+            body = f"[{'^' if negate else ''}{''.join(positive)}]"
+            return "(?:" + "|".join([body, *extra]) + ")" if extra else body
         if negate:
             raise _Unsupported("a negated class holding \\W, \\D or \\S")
-        options = ([f"[{''.join(positive)}]"] if positive else []) + [f"[^{text}]" for text in negated]
+        options = ([f"[{''.join(positive)}]"] if positive else []) + [f"[^{text}]" for text in negated] + extra
         return "(?:" + "|".join(options) + ")"
 
     def sequence(self, items: list[Any], at_start: bool, at_end: bool) -> str:
@@ -308,9 +358,9 @@ class _Writer:
         if self.ascii and self.ignore_case:
             raise _Unsupported("the (?a) flag with letter case ignored (Python then folds ASCII letters only)")
         if op is C.LITERAL:
-            return _char(av)
+            return self.dotted_i if self.folds_i(av) else _char(av)
         if op is C.NOT_LITERAL:
-            return f"[^{_char(av)}]"
+            return f"[^{self.dotted_i[1:-1]}]" if self.folds_i(av) else f"[^{_char(av)}]"
         if op is C.ANY:
             return "(?s:.)" if self.dotall else "[^\\n]"
         if op is C.IN:
@@ -375,6 +425,8 @@ class _Writer:
     def boundary(self, wanted: bool, items: list[Any], index: int, at_start: bool, at_end: bool) -> str:
         """Python's Unicode \\b (wanted) or \\B, from the class of the characters on both sides."""
         word = ASCII_WORD if self.ascii else WORD
+        extra = "" if self.ascii else "|".join([f"[{newer(WORD)}]"] * bool(newer(WORD)) +
+                                              [FOLDS_TO_WORD] * self.ignore_case)  # fmt: skip
         before = self.edge(items[:index], last=True) if index else ("outside" if at_start else None)
         after = self.edge(items[index + 1 :], last=False) if index < len(items) - 1 else None
         if after is None and index == len(items) - 1 and at_end:
@@ -386,8 +438,8 @@ class _Writer:
         # one side lies outside the match: take that character (or the text's edge) into it
         if before == "outside" and after in ("w", "n"):
             need_word = (after == "n") == wanted
-            return f"[{word}]" if need_word else f"(?:\\A|[^{word}])"
+            return f"[{word}]" if need_word else f"(?:\\A|[^{word}]" + (f"|{extra})" if extra else ")")
         if after == "outside" and before in ("w", "n"):
             need_word = (before == "n") == wanted
-            return f"[{word}]" if need_word else f"(?:[^{word}]|\\z)"
+            return f"[{word}]" if need_word else f"(?:[^{word}]|\\z" + (f"|{extra})" if extra else ")")
         raise _Unsupported("a '\\b' next to something that may or may not be a letter")

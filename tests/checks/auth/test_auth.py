@@ -3,26 +3,31 @@
 The keys are generated at test time (`govmilter dkim keygen`'s code); dnsmasq answers the SPF,
 DMARC and DKIM records of three sender domains and of the local domain:
 alpha.com (SPF allows 127.0.0.2, p=reject, RSA and Ed25519 keys), beta.com (SPF does not allow
-127.0.0.2, p=none), gamma.com (p=quarantine).
+127.0.0.2, p=none), gamma.com (p=quarantine); two ARC sealers, list.example.net (a mailing list the tests trust) and
+rogue.example.org.
 """
 
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import dkim
 import pytest
 
+from govmilter.checks.auth import arc as arc_mod
 from govmilter.checks.auth import dkim as dkim_mod
 from govmilter.checks.auth import dmarc as dmarc_mod
-from govmilter.checks.auth.check import AuthCheck
+from govmilter.checks.auth.check import HEADER, AuthCheck
+from govmilter.checks.auth.results import MethodResult, header_value
 from govmilter.checks.auth.signing import keygen, load_key, public_record, sign
 from govmilter.checks.auth.spf import check_spf
 from govmilter.clients.dns import Budget, DnsClient
 from govmilter.config import DkimKey
 from govmilter.decision import forged_headers
 from govmilter.model import Action
+from govmilter.offline import ScanResult
 from govmilter.pipeline import CHECK_NAMES
 from stack import Dns, free_dns_port
 from support.harness import Harness
@@ -38,6 +43,8 @@ class Zone:
             ("alpha.com", "sel1", "rsa"),
             ("alpha.com", "sel2", "ed25519"),
             ("bacninh.gov.vn", "s1", "rsa"),
+            ("list.example.net", "arc1", "rsa"),  # ARC sealers (dkimpy seals with RSA only)
+            ("rogue.example.org", "arc1", "rsa"),
         ):
             path = root / f"{domain}.{selector}.pem"
             keygen(domain, selector, kind, str(path))
@@ -85,9 +92,11 @@ def harness(zone: Zone, *overrides: str) -> Harness:
 
 
 def auth_results(headers: tuple[tuple[str, str], ...]) -> str:
+    """The one Authentication-Results value, unfolded (folds are tested on their own)."""
     values = [v for n, v in headers if n == "Authentication-Results"]
     assert len(values) == 1, headers
-    return values[0]
+    assert all(len(line) <= 998 for line in f"Authentication-Results: {values[0]}".split("\n"))
+    return values[0].replace("\n\t", " ")
 
 
 # ---- the methods, one by one ----
@@ -280,3 +289,193 @@ def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> No
     assert record.startswith('s9._domainkey.bacninh.gov.vn. IN TXT ( "v=DKIM1; k=ed25519; p=')
     with pytest.raises(FileExistsError):
         keygen("bacninh.gov.vn", "s9", "rsa", str(out))
+
+
+# ---- ARC (RFC 8617): a mailing list breaks DKIM, its seal may override DMARC ----
+
+LIST = "list.example.net"
+ROGUE = "rogue.example.org"
+SAW_PASS = (
+    "dkim=pass header.d=alpha.com header.s=sel1; spf=pass smtp.mailfrom=alpha.com; dmarc=pass header.from=alpha.com"
+)
+
+
+def through_list(zone: Zone, raw: bytes, sealer: str = LIST, recorded: str = SAW_PASS) -> bytes:
+    """`raw` as a mailing list relays it: checked on arrival (its Authentication-Results), subject tag
+    and footer added (the author's DKIM signature breaks), then ARC-sealed by `sealer` (dkimpy)."""
+    received = f"Authentication-Results: {sealer}; {recorded}\r\n".encode() + raw
+    changed = received.replace(b"Subject: ", b"Subject: [ds-tinh] ", 1) + b"-- \r\nDanh sach thu ds-tinh\r\n"
+    key = load_key(DkimKey(sealer, "arc1", str(zone.key("arc1", sealer))))
+    arc_set = dkim.arc_sign(changed, b"arc1", sealer.encode(), key.pem, sealer.encode(), logger=dkim_mod._quiet)
+    assert len(arc_set) == 3, "dkimpy made no ARC set"
+    return b"".join(arc_set) + changed
+
+
+def auth_reason(result: ScanResult) -> str:
+    """The results as the auth check's decision line gives them."""
+    [found] = [v.reason for v in result.tx.hits if v.check == "auth" and v.headers and v.headers[0][0] == HEADER]
+    return found
+
+
+def list_post(zone: Zone) -> bytes:
+    return signed(zone, message("thue@alpha.com", subject="Thong bao ds"), "sel1", "alpha.com")
+
+
+def arc_harness(zone: Zone, *sealers: str) -> Harness:
+    return harness(zone, f"auth.trusted_arc_sealers={list(sealers)!r}".replace("'", '"'))
+
+
+def scan_from_list(h: Harness, raw: bytes, mail_from: str = "ds-tinh-bounces@list.example.net") -> ScanResult:
+    return h.scan(raw, mail_from=mail_from, client_ip=CLIENT)
+
+
+def test_list_message_fails_dmarc_without_arc(zone: Zone) -> None:
+    """The scenario is real: the list's changes break the author's signature, DMARC p=reject refuses."""
+    client = DnsClient("127.0.0.1", zone.dns.port)
+    try:
+        relayed = through_list(zone, list_post(zone))
+        [author] = dkim_mod.verify_all(relayed, client, Budget(2), 5)
+        assert (author.result, author.domain) == ("fail", "alpha.com")
+        chain = arc_mod.verify_chain(relayed, client, Budget(2))
+        assert (chain.result, chain.sealers) == ("pass", (LIST,))
+    finally:
+        client.close()
+    result = scan_from_list(arc_harness(zone), relayed)  # no trusted sealer configured
+    assert result.verdict.action is Action.REJECT
+    assert result.verdict.smtp_reply().startswith("550 5.7.1 ")
+
+
+def test_trusted_sealer_overrides_the_dmarc_failure(zone: Zone) -> None:
+    h = arc_harness(zone, LIST)
+    result = scan_from_list(h, through_list(zone, list_post(zone)))
+    assert result.verdict.action is Action.ACCEPT
+    headers = dict(result.verdict.headers)
+    value = auth_results(result.verdict.headers)
+    # the failure stays visible, with why its policy was not applied, and the chain's result
+    assert 'dmarc=fail reason="policy overridden: trusted_forwarder, ARC sealed by list.example.net"' in value
+    assert "policy.dmarc=reject header.from=alpha.com" in value
+    assert 'arc=pass reason="sealed by list.example.net"' in value
+    assert "dkim=fail" in value
+    assert headers["X-Govmilter-DMARC"].endswith("overridden by trusted ARC sealer list.example.net")
+    assert h.metrics.registry.get_sample_value("govmilter_dmarc_policy_total", {"action": "arc-override"}) == 1
+    assert h.metrics.registry.get_sample_value("govmilter_auth_results_total", {"method": "arc", "result": "pass"}) == 1
+
+
+def test_untrusted_sealer_is_refused(zone: Zone) -> None:
+    h = arc_harness(zone, LIST)
+    result = scan_from_list(h, through_list(zone, list_post(zone), sealer=ROGUE), "bounce@rogue.example.org")
+    assert result.verdict.action is Action.REJECT
+    assert result.verdict.smtp_reply().startswith("550 5.7.1 ")
+    assert "alpha.com publishes DMARC p=reject" in result.verdict.text
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        # what the seal covers is changed: the recorded results (ARC-Seal no longer verifies)
+        lambda raw: raw.replace(b"spf=pass smtp.mailfrom=alpha.com", b"spf=fail smtp.mailfrom=alpha.com", 1),
+        # the body is changed after sealing: the newest ARC-Message-Signature no longer verifies
+        lambda raw: raw.replace(b"Noi dung thu.", b"Noi dung thu da sua.", 1),
+        # the seal claims an instance its chain does not have
+        lambda raw: raw.replace(b"ARC-Seal: i=1;", b"ARC-Seal: i=2;", 1),
+    ],
+    ids=["seal", "body", "instance"],
+)
+def test_a_broken_chain_never_overrides(zone: Zone, tamper: Callable[[bytes], bytes]) -> None:
+    relayed = tamper(through_list(zone, list_post(zone)))
+    client = DnsClient("127.0.0.1", zone.dns.port)
+    try:
+        assert arc_mod.verify_chain(relayed, client, Budget(2)).result == "fail"
+    finally:
+        client.close()
+    result = scan_from_list(arc_harness(zone, LIST), relayed)
+    assert result.verdict.action is Action.REJECT
+    assert "dmarc=fail" in auth_reason(result) and "arc=fail" in auth_reason(result)
+
+
+def test_every_sealer_must_be_trusted(zone: Zone) -> None:
+    """An untrusted hop before the trusted one: the chain is as trustworthy as its least trusted sealer."""
+    first = through_list(zone, list_post(zone), sealer=ROGUE)
+    both = through_list(zone, first, recorded=f"arc=pass; {SAW_PASS}")
+    client = DnsClient("127.0.0.1", zone.dns.port)
+    try:
+        chain = arc_mod.verify_chain(both, client, Budget(2))
+        assert (chain.result, chain.sealers) == ("pass", (ROGUE, LIST))
+    finally:
+        client.close()
+    assert scan_from_list(arc_harness(zone, LIST), both).verdict.action is Action.REJECT
+    assert scan_from_list(arc_harness(zone, LIST, ROGUE), both).verdict.action is Action.ACCEPT
+
+
+def test_the_recorded_pass_must_be_for_the_author(zone: Zone) -> None:
+    """A trusted list that authenticated only itself (its own DKIM) vouches for nothing about alpha.com."""
+    relayed = through_list(zone, list_post(zone), recorded="dkim=pass header.d=list.example.net; spf=none; dmarc=none")
+    assert scan_from_list(arc_harness(zone, LIST), relayed).verdict.action is Action.REJECT
+
+
+def test_recorded_pass_reads_the_identifier_of_each_method() -> None:
+    aar = "i=1; list.example.net; dkim=pass (good) header.d=mail.alpha.com; spf=fail smtp.mailfrom=alpha.com"
+    assert arc_mod.recorded_pass(aar, "alpha.com")  # relaxed alignment: same organisational domain
+    assert not arc_mod.recorded_pass(aar, "beta.com")
+    assert not arc_mod.recorded_pass("i=1; x; spf=fail smtp.mailfrom=alpha.com", "alpha.com")
+    assert not arc_mod.recorded_pass("i=1; x; dkim=pass header.from=alpha.com", "alpha.com")  # wrong identifier
+    assert arc_mod.recorded_pass("i=1; x; dmarc=pass header.from=alpha.com", "alpha.com")
+    assert not arc_mod.recorded_pass("i=1; x; dmarc=pass header.from=hanoi.gov.vn", "bacninh.gov.vn")
+    # the authserv-id is never read as a result
+    assert not arc_mod.recorded_pass("i=1; dkim=pass header.d=alpha.com; none", "alpha.com")
+
+
+def test_arc_never_weakens_the_forwarding_check(zone: Zone) -> None:
+    """A trusted sealer's valid chain on an automatic forward (SRS): the forward is still refused."""
+    only = [name for name in CHECK_NAMES if name not in ("auth", "content", "dkim", "forwarding")]
+    h = Harness([f"dns.port={zone.dns.port}", 'auth.authserv_id="gw.bacninh.gov.vn"',
+                 f'auth.trusted_arc_sealers=["{LIST}"]'], skip=only)  # fmt: skip
+    relayed = through_list(zone, list_post(zone))
+    assert scan_from_list(h, relayed).verdict.action is Action.ACCEPT
+    forward = h.scan(relayed, mail_from="SRS0=q9Wz=TU=alpha.com=thue@list.example.net", client_ip=CLIENT)
+    assert forward.verdict.action is Action.REJECT
+    assert forward.verdict.check == "forwarding" and forward.verdict.rule == "inbound-srs"
+    # the same chain without the forward's envelope was delivered above: ARC overrode DMARC, never forwarding
+
+
+# ---- Authentication-Results folding (RFC 5322 2.1.1) ----
+
+
+def test_a_long_authentication_results_is_folded_between_results(zone: Zone) -> None:
+    raw = message("thue@alpha.com")
+    for selector in ("sel1", "sel2", "sel1", "sel2", "sel1"):  # five signatures, each a result
+        raw = signed(zone, raw, selector, "alpha.com")
+    result = harness(zone).scan(raw, mail_from="thue@alpha.com", client_ip=CLIENT)
+    [value] = [v for n, v in result.verdict.headers if n == "Authentication-Results"]
+    lines = f"Authentication-Results: {value}".split("\n")
+    assert len(lines) >= 7 and all(len(line) <= 78 for line in lines), lines
+    assert all(line.startswith("\t") for line in lines[1:])
+    assert lines[0] == "Authentication-Results: gw.bacninh.gov.vn; spf=pass smtp.mailfrom=alpha.com;"
+    one, two = "dkim=pass header.d=alpha.com header.s=sel1;", "dkim=pass header.d=alpha.com header.s=sel2;"
+    assert [line.strip() for line in lines[1:6]] == [one, two, one, two, one]
+    # unfolded, it reads as the one-line form
+    assert value.replace("\n\t", " ") == "gw.bacninh.gov.vn; " + "; ".join(
+        ["spf=pass smtp.mailfrom=alpha.com"]
+        + ["dkim=pass header.d=alpha.com header.s=sel1", "dkim=pass header.d=alpha.com header.s=sel2"] * 2
+        + ["dkim=pass header.d=alpha.com header.s=sel1", "dmarc=pass policy.dmarc=reject header.from=alpha.com"]
+    )
+
+
+def test_a_result_longer_than_a_line_folds_between_its_properties_and_stays_under_998() -> None:
+    hostile = "x\\" * 300  # a signature's d= as an attacker writes it: escaped, it doubles
+    results = [MethodResult("dkim", "permerror", (("header.d", hostile), ("header.s", hostile)), "r" * 500)] * 3
+    value = header_value("gw.bacninh.gov.vn", results)
+    lines = f"Authentication-Results: {value}".split("\n")
+    assert all(len(line) <= 998 for line in lines)
+    assert len(lines) >= 9  # each result: method, reason and two properties on lines of their own
+    short = header_value("gw", [MethodResult("spf", "pass", (("smtp.mailfrom", "a.vn"),))])
+    assert short == "gw; spf=pass smtp.mailfrom=a.vn"  # the common case stays one line
+
+
+def test_the_adapter_keeps_a_fold_and_nothing_else() -> None:
+    from govmilter.adapter import _header_text
+
+    assert _header_text("gw; spf=pass;\n\tdkim=pass") == "gw; spf=pass;\n dkim=pass"  # still a fold
+    # a newline not followed by white space would start a new field: blanked, as in a reply
+    assert _header_text("a\r\nX-Injected: 1\nb") == "a  X-Injected: 1 b"
+    assert _header_text("one line") == "one line"

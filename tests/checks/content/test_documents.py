@@ -288,7 +288,7 @@ def test_rule_targets_may_be_a_list_and_are_checked(tmp_path: Any) -> None:
     (tmp_path / "c.toml").write_text(bad)
     with pytest.raises(RuleErrors, match="target"):
         Harness(overrides=[f'rules.dir="{tmp_path}"'], skip=OTHERS)
-    assert content.TARGETS == ("header", "body", "attachment-name", "document")
+    assert content.TARGETS == ("header", "body", "attachment-name", "document", "link", "link-domain")
 
 
 def test_config_refuses_a_bad_unreadable_policy() -> None:

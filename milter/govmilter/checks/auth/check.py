@@ -17,6 +17,7 @@ accepted the message (signing.py).
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,10 +148,16 @@ class AuthCheck(CheckHooks):
                                    self.resolver, budget)  # fmt: skip
         arc = arc_mod.ArcResult("none")
         if sealed and message is not None and dmarc.result == "fail":
-            arc = arc_mod.verify_chain(message, tx.headers, self.resolver, budget)
+            arc = arc_mod.verify_chain(message, self.resolver, budget)
+        overridden = dmarc.result == "fail" and arc.trusted(self.settings.trusted_arc_sealers, author)
         results: list[MethodResult] = [spf.method_result()]
         results += [d.method_result() for d in dkims] or [MethodResult("dkim", "none")]
-        results.append(dmarc.method_result())
+        if overridden:  # the failure stays visible; the reason says why it was not applied (RFC 7489 7.2.5.3)
+            sealers = ", ".join(dict.fromkeys(arc.sealers))
+            reason = f"policy overridden: trusted_forwarder, ARC sealed by {sealers}"
+            results.append(dataclasses.replace(dmarc.method_result(), reason=reason))
+        else:
+            results.append(dmarc.method_result())
         if arc.result != "none":
             results.append(arc.method_result())
         for result in results:
@@ -161,7 +168,7 @@ class AuthCheck(CheckHooks):
         ]  # fmt: skip
         rules = tx.ruleset.get(RULE_KIND)
         outcome = {"spf": {spf.result}, "dkim": {d.result for d in dkims} or {"none"}, "arc": {arc.result}}
-        outcome["dmarc"] = {self._dmarc_outcome(dmarc, arc, verdicts)}
+        outcome["dmarc"] = {self._dmarc_outcome(dmarc, arc, overridden, verdicts)}
         if isinstance(rules, AuthRules):
             for method, found in outcome.items():
                 for value in sorted(found):
@@ -173,11 +180,12 @@ class AuthCheck(CheckHooks):
         verdicts.sort(key=lambda v: v.action is Action.REJECT)  # scores first: the pipeline stops at a refusal
         return verdicts
 
-    def _dmarc_outcome(self, dmarc: dmarc_mod.DmarcResult, arc: arc_mod.ArcResult, verdicts: list[Verdict]) -> str:
+    def _dmarc_outcome(self, dmarc: dmarc_mod.DmarcResult, arc: arc_mod.ArcResult, overridden: bool,
+                       verdicts: list[Verdict]) -> str:  # fmt: skip
         """The DMARC result as the rules weigh it; a refusal or a tag is added to `verdicts`."""
         if dmarc.result != "fail":
             return dmarc.result
-        if arc.trusted(self.settings.trusted_arc_sealers):
+        if overridden:
             self.metrics.dmarc_policy.labels(action="arc-override").inc()
             verdicts.append(
                 Verdict(Action.CONTINUE, "auth", headers=(("X-Govmilter-DMARC", f"fail {dmarc.domain} p={dmarc.policy}"
@@ -206,7 +214,8 @@ class AuthCheck(CheckHooks):
                     reason=f"DMARC fail for {dmarc.domain}, p={dmarc.published}",
                 )
             )
-            return "reject"
+            # refused: no weight on top (the "reject" weight is for tag, and monitor's would-be score)
+            return "reject" if action == "monitor" else "refused"
         self.metrics.dmarc_policy.labels(action=policy).inc()
         if policy == "quarantine":
             verdicts.append(Verdict(Action.CONTINUE, "auth", headers=(tag,), reason="dmarc quarantine, tagged"))

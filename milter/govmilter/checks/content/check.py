@@ -21,23 +21,31 @@ once per message; reading stops as soon as every rule that could still fire has.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from govmilter import mime
 from govmilter.checks import CheckHooks
 from govmilter.checks.content import documents as docs
+from govmilter.checks.content.conditions import DOMAIN_KEYS, Conditions, DomainList, domain_list, from_domains
+from govmilter.checks.content.conditions import NONE as NO_CONDITIONS
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Mode, Stage, TextPart, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
-from govmilter.ruleset.entries import Entry, entries
+from govmilter.ruleset.entries import ID_RE, Entry, entries
+from govmilter.ruleset.expression import ExpressionError, Node
+from govmilter.ruleset.expression import names as expression_names
+from govmilter.ruleset.expression import parse as parse_expression
 from govmilter.ruleset.patterns import Pattern, PatternError, PatternTimeout, compile_pattern, encode, nested_repeat
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
+from govmilter.text.links import LINK_WINDOW, Link, iter_links
 from govmilter.text.normalize import (
     HtmlText,
     decode_header_value,
@@ -50,7 +58,7 @@ from govmilter.text.prefilter import Prefilter, fold
 from govmilter.text.prefilter import build as build_prefilter
 
 RULE_KIND = "content"
-TARGETS = ("header", "body", "attachment-name", "document")
+TARGETS = ("header", "body", "attachment-name", "document", "link", "link-domain")
 STREAMED = frozenset({"body", "document"})  # read in windows, not held whole
 DIRECTIONS = ("any", "inbound", "outbound")
 SCHEMA = Schema(
@@ -61,13 +69,16 @@ SCHEMA = Schema(
         Key("description", "text", '""', "what the rule is for, for people"),
         Key(
             "target",
-            "header | body | attachment-name | document, or a list of them",
+            "header | body | attachment-name | document | link | link-domain, or a list of them",
             '"body"',
             "body: the decoded text parts, HTML as the reader sees it, one line per block; read in windows of 64k "
             "characters with 4096 characters of overlap, so a body match longer than 4096 characters may be "
             "missed across a window boundary\n"
             "document: the text of attached .txt, Office Open XML (.docx .xlsx .pptx) and PDF files, read only "
-            "when a rule of the message's direction asks for it",
+            "when a rule of the message's direction asks for it\n"
+            "link: the full URL of each link of the text and HTML body (HTML href and src targets included), "
+            "at most [content] max_links links per message\n"
+            "link-domain: the registered domain of each link (\"x.y.shop.com.vn\" -> \"shop.com.vn\")",
         ),
         Key(
             "header",
@@ -78,11 +89,48 @@ SCHEMA = Schema(
         Key(
             "pattern",
             "text",
-            REQUIRED,
+            "none (a rule needs a pattern, an expression or a condition)",
             "a Python regular expression, matched against the normalised text: NFKC, invisible (format, "
             "default-ignorable) characters removed, every space a space, line and paragraph separators a line "
             "break, Cyrillic/Greek look-alike letters read as Latin, runs of spaced single letters joined "
             '("T Ố I" -> "TỐI", "M.Ậ.T" -> "MẬT"). It must not match the empty text',
+        ),
+        Key(
+            "expression",
+            "text",
+            "none",
+            "a combined rule, instead of pattern and target: rule ids joined by and, or, not and parentheses "
+            '("phish-link and not sender-gov"); an id check/rule is a finding of an earlier check '
+            '("dnsbl/spamhaus-zen", "auth/dmarc-fail"). It fires when the expression holds, after every other '
+            "content rule, with its own score; a rule it names counts whatever that rule's mode",
+        ),
+        Key(
+            "sender_domain",
+            "list of text",
+            "none",
+            'the envelope sender\'s domain is one of these or under one ("gov.vn" holds for bacninh.gov.vn); '
+            '"=gov.vn" is that name only',
+        ),
+        Key("sender_domain_not", "list of text", "none", "the envelope sender's domain is none of these (nor under)"),
+        Key("from_domain", "list of text", "none", "the domain of an address of the From header is one of these"),
+        Key("from_domain_not", "list of text", "none", "the domain of an address of the From header is none of these"),
+        Key(
+            "link_domain",
+            "list of text",
+            "none",
+            "a link's host is one of these or under one; with target = \"link\", the link the pattern matches",
+        ),
+        Key(
+            "link_domain_not",
+            "list of text",
+            "none",
+            'a link\'s host is none of these: ["gov.vn"] is "a link outside gov.vn"',
+        ),
+        Key(
+            "authenticated",
+            "true or false",
+            "none",
+            "true: only for senders logged in with SMTP AUTH; false: only for the others",
         ),
         Key("case_sensitive", "true or false", "false", "true: letter case counts"),
         Key(
@@ -104,7 +152,13 @@ SCHEMA = Schema(
             '"score"',
             "score: add score to the message's spam score; reject: refuse the message with 550 5.7.1 and reply",
         ),
-        Key("score", "number", "0.0", "the number added (negative lowers the score); not 0 for action = \"score\""),
+        Key(
+            "score",
+            "number",
+            "0.0",
+            'the number added (negative lowers the score); not 0 for action = "score", unless an expression '
+            "names the rule (a part of a combined rule)",
+        ),
         Key("mode", "enforce | monitor", '"enforce"', "monitor: counted, logged and tagged; never refuses or scores"),
         Key(
             "reply",
@@ -131,7 +185,7 @@ class ContentRule:
     description: str
     targets: tuple[str, ...]  # header | body | attachment-name | document
     headers: tuple[str, ...]  # lower-case field names, for target = header
-    regex: re.Pattern[str]  # Python's parse of the pattern: the prefilter's source, never run on mail
+    regex: re.Pattern[str] | None  # Python's parse of the pattern (the prefilter's source); None: no pattern
     ignore_diacritics: bool
     direction: str  # any | inbound | outbound
     score: float
@@ -140,6 +194,8 @@ class ContentRule:
     reply: str
     prefilter: Prefilter | None = None  # literals one of which every match contains
     matcher: Pattern | None = None  # what runs on mail: RE2, or the time-limited fallback
+    conditions: Conditions = NO_CONDITIONS  # sender, From, link domains, authentication
+    expression: Node | None = None  # a combined rule: fires when this holds over the rules that fired
 
     def applies(self, internal: bool) -> bool:
         return self.direction == "any" or (self.direction == "outbound") == internal
@@ -155,17 +211,144 @@ def compile_rules(files: Sequence[RuleFile]) -> ContentRules:
     problems: list[RuleProblem] = []
     warnings: list[RuleProblem] = []
     compiled: list[ContentRule] = []
+    read: dict[str, Entry] = {}
     for entry in entries(files, SCHEMA, problems):
+        read[entry.id] = entry
         before = len(problems)
         rule = _compile_rule(entry, warnings)
         if rule is not None and len(problems) == before:
             compiled.append(rule)
+    ordered = _order_combined(compiled, read)
     if problems:
         raise RuleErrors(problems)
-    return ContentRules(tuple(compiled), tuple(warnings))
+    return ContentRules(ordered, tuple(warnings))
+
+
+def _order_combined(compiled: list[ContentRule], read: dict[str, Entry]) -> tuple[ContentRule, ...]:
+    """The rules with the combined ones last, each after the combined rules it names.
+
+    An id an expression names must be a content rule or check/rule; a cycle is refused; a rule
+    with score 0 and action score must be named by some expression.
+    """
+    by_id = {rule.id: rule for rule in compiled}
+    named: set[str] = set()
+    for rule in compiled:
+        if rule.expression is None:
+            continue
+        for name in expression_names(rule.expression):
+            named.add(name)
+            if "/" in name:
+                check, _, rule_id = name.partition("/")
+                if not (ID_RE.match(check) and ID_RE.match(rule_id)):
+                    read[rule.id].problem(f"expression names {name!r}: expected check/rule-id", "expression")
+            elif name not in read:
+                read[rule.id].problem(
+                    f"expression names {name!r}, which is no content rule (the ids are those of the content "
+                    "rule files; a finding of another check is written check/rule)",
+                    "expression",
+                )
+    for rule_id, entry in read.items():
+        score = entry.data.get("score", 0)
+        zero = score == 0 and not isinstance(score, bool) and entry.data.get("action", "score") == "score"
+        if zero and rule_id not in named:
+            entry.problem(
+                "a rule with action = 'score' needs a non-zero score (score 0 only for a part of a combined rule)",
+                "score",
+            )
+    combined = [rule for rule in compiled if rule.expression is not None]
+    order: list[ContentRule] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(rule: ContentRule, path: list[str]) -> None:
+        if state.get(rule.id) == 2:
+            return
+        if state.get(rule.id) == 1:
+            cycle = " -> ".join([*path[path.index(rule.id) :], rule.id])
+            read[rule.id].problem(f"expression is part of a cycle: {cycle}", "expression")
+            return
+        state[rule.id] = 1
+        assert rule.expression is not None
+        for name in expression_names(rule.expression):
+            other = by_id.get(name)
+            if other is not None and other.expression is not None:
+                visit(other, [*path, rule.id])
+        state[rule.id] = 2
+        order.append(rule)
+
+    for rule in combined:
+        visit(rule, [])
+    return (*(rule for rule in compiled if rule.expression is None), *order)
+
+
+def _conditions(entry: Entry) -> Conditions:
+    lists: dict[str, list[DomainList]] = {"sender": [], "from": [], "link": []}
+    for key in DOMAIN_KEYS:
+        values = entry.strings(key)
+        if key not in entry.data:
+            continue
+        if not values:
+            entry.problem(f"{key} is an empty list: name at least one domain", key)
+            continue
+        compiled, bad = domain_list(values, key.endswith("_not"))
+        if bad:
+            entry.problem(f"{key}: not a domain name: {', '.join(repr(b) for b in bad)}", key)
+        lists[key.split("_")[0]].append(compiled)
+    authenticated = None
+    if "authenticated" in entry.data:
+        authenticated = entry.flag("authenticated", False)
+    return Conditions(tuple(lists["sender"]), tuple(lists["from"]), tuple(lists["link"]), authenticated)
 
 
 def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | None:
+    conditions = _conditions(entry)
+    expression: Node | None = None
+    if "expression" in entry.data:
+        source = entry.text("expression", required=True)
+        for key in ("pattern", "target", "header", "case_sensitive", "ignore_diacritics"):
+            if key in entry.data:
+                entry.problem(f"{key} is for pattern rules: a combined rule has an expression instead", key)
+        try:
+            expression = parse_expression(source) if source else None
+        except ExpressionError as exc:
+            entry.problem(f"expression {source!r}: {exc}", "expression")
+            return None
+        if expression is None:
+            return None
+        if entry.id in expression_names(expression):
+            entry.problem("expression names the rule itself", "expression")
+            return None
+        return ContentRule(
+            id=entry.id,
+            description=entry.text("description"),
+            targets=(),
+            headers=(),
+            regex=None,
+            ignore_diacritics=False,
+            direction=entry.choice("direction", DIRECTIONS, "any"),
+            score=_score_of(entry),
+            action=entry.choice("action", ("score", "reject"), "score"),
+            mode=entry.mode(),
+            reply=entry.reply(),
+            conditions=conditions,
+            expression=expression,
+        )
+    if "pattern" not in entry.data and conditions.any:
+        if "target" in entry.data or "header" in entry.data:
+            entry.problem("target is for a pattern: a rule of conditions only has no target", "target")
+        return ContentRule(
+            id=entry.id,
+            description=entry.text("description"),
+            targets=(),
+            headers=(),
+            regex=None,
+            ignore_diacritics=False,
+            direction=entry.choice("direction", DIRECTIONS, "any"),
+            score=_score_of(entry),
+            action=entry.choice("action", ("score", "reject"), "score"),
+            mode=entry.mode(),
+            reply=entry.reply(),
+            conditions=conditions,
+        )
     targets = _targets(entry)
     headers = tuple(h.lower() for h in entry.strings("header"))
     if "header" in targets and not headers:
@@ -177,11 +360,12 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
             entry.problem(f"header {name!r} is not a header field name", "header")
     ignore_diacritics = entry.flag("ignore_diacritics", False)
     case_sensitive = entry.flag("case_sensitive", False)
+    if "pattern" not in entry.data:
+        entry.problem("missing pattern (or an expression, or a condition such as link_domain_not)")
+        return None
     source = entry.text("pattern", required=True)
     action = entry.choice("action", ("score", "reject"), "score")
-    score = entry.number("score", 0.0)
-    if action == "score" and score == 0:
-        entry.problem("a rule with action = 'score' needs a non-zero score", "score")
+    score = _score_of(entry)
     rule_reply = entry.reply()
     mode = entry.mode()
     direction = entry.choice("direction", DIRECTIONS, "any")
@@ -221,7 +405,7 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
                 f"warning: this pattern uses {matcher.why}, which the linear-time engine (RE2) cannot run, so it "
                 "runs on a backtracking engine that can be slow: it has a time limit per message "
                 "([content] pattern_time_limit_ms, 100 ms by default), and when that is spent the rule is "
-                "skipped for that message",
+                "skipped for that message (a reject rule then refuses it unchecked)",
                 "pattern",
             )
         )
@@ -250,7 +434,12 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
         reply=rule_reply,
         prefilter=build_prefilter(regex),
         matcher=matcher,
+        conditions=conditions,
     )
+
+
+def _score_of(entry: Entry) -> float:
+    return entry.number("score", 0.0)  # 0 with action score: checked once every expression is known
 
 
 def _targets(entry: Entry) -> tuple[str, ...]:
@@ -314,7 +503,7 @@ class _Clock:
 
     A RE2 rule needs none (its time is linear in the text). A fallback rule gets `limit` seconds
     for the whole message; when a search runs past what is left, the rule is skipped for the rest
-    of the message, counted and logged: the message goes on without it.
+    of the message, counted and logged: a score rule is left out, a reject rule refuses unchecked.
     """
 
     def __init__(self, limit: float, metrics: Metrics | None = None, queue_id: str = ""):
@@ -327,6 +516,8 @@ class _Clock:
     def search(self, rule: ContentRule, text: str, encoded: Callable[[], bytes]) -> str | None:
         matcher = rule.matcher
         if matcher is None:  # a rule made by hand without compile_rules (tests): Python's engine
+            if rule.regex is None:
+                return None
             found = rule.regex.search(text)
             return None if found is None else found.group(0)
         if matcher.linear:
@@ -343,7 +534,7 @@ class _Clock:
                 self.metrics.content_rules_skipped.labels(rule=rule.id).inc()
             log.warning(
                 "content rule=%s skipped: its pattern spent its time limit of %.0f ms on this message "
-                "(queue_id=%s; the message goes on without it)",
+                "(queue_id=%s; a reject rule refuses the message unchecked, a score rule is left out)",
                 rule.id,
                 self.limit * 1000,
                 self.queue_id or "-",
@@ -351,6 +542,48 @@ class _Clock:
             return None
         finally:
             self.left[rule.id] = left - (time.perf_counter() - started)
+
+
+LINK_TARGETS = frozenset({"link", "link-domain"})
+
+
+def _is_link_rule(rule: ContentRule) -> bool:
+    return bool(LINK_TARGETS.intersection(rule.targets))
+
+
+class _Links:
+    """The message's links (text/links.py), read once on first need, at most `limit` of them."""
+
+    def __init__(self, tx: Transaction, limit: int):
+        self.tx = tx
+        self.limit = limit
+        self._links: list[Link] | None = None
+
+    @property
+    def all(self) -> list[Link]:
+        if self._links is None:
+            parts = (part.pieces(LINK_WINDOW) for part in self.tx.facts().texts)
+            self._links = list(itertools.islice(iter_links(parts), self.limit))
+        return self._links
+
+    def first(self, rule: ContentRule) -> Link | None:
+        """The first link that meets the rule's link conditions."""
+        return next((link for link in self.all if rule.conditions.link_holds(link)), None)
+
+    def match(self, rule: ContentRule, target: str, clock: _Clock) -> str | None:
+        """What the rule's pattern matched in the first link (that meets its conditions) it matches."""
+        for link in self.all:
+            if not rule.conditions.link_holds(link):
+                continue
+            text = link.url if target == "link" else link.domain
+            if rule.ignore_diacritics:
+                text = strip_diacritics(text)
+            if rule.prefilter is not None and not rule.prefilter.may_match(text, fold(text)):
+                continue
+            matched = clock.search(rule, text, functools.partial(encode, text))
+            if matched is not None:
+                return link.url if target == "link" else f"{link.domain} ({link.url})"
+        return None
 
 
 class _Stream:
@@ -449,13 +682,25 @@ class ContentCheck(CheckHooks):
         self.unreadable_mode = Mode.ENFORCE if settings.document_unreadable == "reject" else Mode.MONITOR
         self.spool_dir = config.milter.spool_dir
         self.time_limit = settings.pattern_time_limit_ms / 1000
+        self.max_links = settings.max_links
 
     def run(self, stage: Stage, tx: Transaction) -> Sequence[Verdict]:
         rules = tx.ruleset.get(RULE_KIND)
         applying: list[ContentRule] = []
         if isinstance(rules, ContentRules):
             internal = tx.envelope.internal
-            applying = [rule for rule in rules.rules if rule.applies(internal)]
+            senders: tuple[str, ...] | None = None
+            for rule in rules.rules:
+                if not rule.applies(internal):
+                    continue
+                if rule.conditions.any:
+                    if senders is None:
+                        senders = from_domains(tx)
+                    if not rule.conditions.envelope_holds(tx, senders):
+                        continue
+                applying.append(rule)
+        combined = [rule for rule in applying if rule.expression is not None]
+        applying = [rule for rule in applying if rule.expression is None]
         clock = _Clock(self.time_limit, self.metrics, tx.envelope.queue_id)
         body = _Stream([r for r in applying if "body" in r.targets], "body", gtube=self.gtube, clock=clock)
         if not body.done:
@@ -475,23 +720,50 @@ class ContentCheck(CheckHooks):
         if document_rules:
             unreadable = self._read_documents(tx, document)
         texts = _Texts(tx)
+        links = _Links(tx, self.max_links)
         for rule in applying:
             hit = body.found.get(rule.id) or document.found.get(rule.id)
+            if rule.regex is None:  # conditions only: they held (the envelope's above), a link's here
+                link = links.first(rule) if rule.conditions.link else None
+                if link is None and rule.conditions.link:
+                    continue
+                what = f"link {_excerpt(link.url)!r}" if link is not None else "its conditions"
+                found.append(self._verdict(rule, "", "", "", reason=f"{what} held"))
+                continue
             if hit is not None:
-                found.append(self._verdict(rule, hit.target, "", hit.matched))
+                verdict: Verdict | None = self._verdict(rule, hit.target, "", hit.matched)
             else:
-                found.append(self._fire(rule, texts, clock))
+                verdict = self._fire(rule, texts, clock, links)
+            if verdict is not None and rule.conditions.link and not _is_link_rule(rule):
+                if links.first(rule) is None:  # the pattern matched, but no link is where the rule asks
+                    verdict = None
+            if verdict is None and rule.id in clock.skipped and rule.action == "reject":
+                verdict = self._unchecked(rule)  # a sender's filler must not buy a refusing rule's silence
+            found.append(verdict)
         found.extend(unreadable)
         hits = [v for v in found if v is not None]
+        if combined:
+            fired = {h.rule for h in hits if h.rule} | {f"{h.check}/{h.rule}" for h in tx.hits if h.rule}
+            for rule in combined:
+                assert rule.expression is not None
+                if rule.expression.holds(fired):
+                    fired.add(rule.id)
+                    names = " ".join(dict.fromkeys(expression_names(rule.expression)))
+                    hits.append(self._verdict(rule, "", "", "", reason=f"expression held over {names}"))
         refusals = [v for v in hits if v.refuses]
         if refusals:
             # every finding is recorded; the pipeline stops at the first refusal, put last
             return [v for v in hits if not v.refuses] + refusals
-        return [*hits, self._score(tx.hits + hits)]
+        return [*hits, self._score(tx.hits + hits, tx.scratch)]
 
-    def _fire(self, rule: ContentRule, texts: _Texts, clock: _Clock) -> Verdict | None:
+    def _fire(self, rule: ContentRule, texts: _Texts, clock: _Clock, links: _Links) -> Verdict | None:
         for target in rule.targets:
             if target in STREAMED:
+                continue
+            if target in LINK_TARGETS:
+                found = links.match(rule, target, clock)
+                if found is not None:
+                    return self._verdict(rule, target, "", found)
                 continue
             for header in rule.headers if target == "header" else ("",):
                 candidates = texts.get(target, header, rule.ignore_diacritics)
@@ -561,9 +833,26 @@ class ContentCheck(CheckHooks):
             reason=f"document {document.path} {document.kind} {name!r}: {reason}",
         )
 
-    def _verdict(self, rule: ContentRule, target: str, header: str, matched: str) -> Verdict:
-        where = f"{target} {header}" if header else target
-        reason = f"{where} matched {_excerpt(matched)!r}"
+    def _unchecked(self, rule: ContentRule) -> Verdict:
+        """A reject rule whose pattern spent its time limit before it could say: refused, unchecked.
+
+        Skipping it would let any sender silence it with text the pattern is slow on (filler names
+        before the marked one); a score rule is only left out of the score."""
+        return Verdict(
+            Action.REJECT,
+            "content",
+            rule=rule.id,
+            code=self.code,
+            enhanced=self.enhanced,
+            text=self.replies.reply_text.format(rule=rule.id),
+            mode=rule.mode,
+            reason=f"pattern time limit of {self.time_limit * 1000:.0f} ms spent: refused unchecked",
+        )
+
+    def _verdict(self, rule: ContentRule, target: str, header: str, matched: str, reason: str = "") -> Verdict:
+        if not reason:
+            where = f"{target} {header}" if header else target
+            reason = f"{where} matched {_excerpt(matched)!r}"
         if rule.action == "score":
             return Verdict(Action.CONTINUE, "content", rule=rule.id, mode=rule.mode, score=rule.score, reason=reason)
         text = rule.reply or self.replies.reply_text.format(rule=rule.id)
@@ -579,13 +868,21 @@ class ContentCheck(CheckHooks):
             reason=reason,
         )
 
-    def _score(self, hits: Sequence[Verdict]) -> Verdict:
+    def _score(self, hits: Sequence[Verdict], scratch: dict[str, Any] | None = None) -> Verdict:
         scored = [h for h in hits if h.score and h.rule]
         total = sum(h.score for h in scored if h.mode is Mode.ENFORCE)
         self.metrics.spam_score.observe(max(total, 0.0))
         headers = [("X-Spam-Score", f"{total:.1f}")]
         if scored:
             headers.append(("X-Spam-Report", self._report(total, scored)))
+        would_total = sum(h.score for h in scored)  # with every monitored rule enforced
+        if any(h.mode is Mode.MONITOR for h in scored):
+            would = self._outcome(would_total)
+            headers.append(
+                ("X-Govmilter-Monitor", f"check=content rule=spam-score score={would_total:.1f} would={would}")
+            )
+            if scratch is not None:  # the decision line and `govmilter scan` say it too
+                scratch["monitor_score"] = (round(would_total, 1), would)
         if total >= self.reject_threshold:
             top = sorted((h for h in scored if h.mode is Mode.ENFORCE), key=lambda h: -h.score)[:5]
             names = ", ".join(f"{h.check}/{h.rule}" for h in top)
@@ -612,6 +909,12 @@ class ContentCheck(CheckHooks):
                 headers=tuple(headers),
             )
         return Verdict(Action.CONTINUE, "content", reason=f"score {total:.1f}", headers=tuple(headers))
+
+    def _outcome(self, total: float) -> str:
+        """What a score gets: reject, tag or accept."""
+        if total >= self.reject_threshold:
+            return "reject"
+        return "tag" if total >= self.tag_threshold else "accept"
 
     def _report(self, total: float, scored: Sequence[Verdict]) -> str:
         items = [f"{h.check}/{h.rule}={h.score:g}" + ("(monitor)" if h.mode is Mode.MONITOR else "") for h in scored]
