@@ -530,9 +530,16 @@ class Govmilter:
         return args + self.extra_args
 
     def write_config(self) -> Path:
+        """The example config, copied once; a later example replaces the copy only if nobody edited it."""
         path = self.root / "govmilter.toml"
-        if not path.exists():
-            shutil.copy(ROOT / "config.example.toml", path)
+        copied = self.root / ".govmilter.toml.sha256"  # the digest of the copy as written
+        if path.exists():
+            unedited = copied.exists() and copied.read_text() == hashlib.sha256(path.read_bytes()).hexdigest()
+            if not unedited:
+                return path  # the user's own config: kept as it is
+        example = (ROOT / "config.example.toml").read_bytes()
+        path.write_bytes(example)
+        copied.write_text(hashlib.sha256(example).hexdigest())
         return path
 
     def start(self, wait: bool = True) -> None:
