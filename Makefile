@@ -33,7 +33,7 @@ e2e: deps
 	$(BIN)/python -m pytest -q -m 'e2e and not slow'
 
 lint: deps
-	$(BIN)/ruff check milter tests lab bench
+	$(BIN)/ruff check milter tests lab bench packaging
 	$(BIN)/mypy
 
 bench: deps

@@ -2,8 +2,9 @@
 
 It is config.example.toml with the values a fresh gateway must start from, so the two never
 drift apart: no trusted relay until the operator lists exactly the mailbox servers, the rule
-directory at its installed path, and monitor mode on for the first days (a burn-in). Only keys that config.example.toml has are touched; a key that
-is missing there is an error here (the build stops) rather than a silently different default.
+directory at its installed path, and monitor mode on for the first days (a burn-in). Only keys
+that config.example.toml has are touched; a key that is missing there is an error here (the build
+stops) rather than a silently different default.
 
     python3 packaging/installed_config.py config.example.toml > govmilter.toml
 """

@@ -317,38 +317,11 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
         if entry.id in expression_names(expression):
             entry.problem("expression names the rule itself", "expression")
             return None
-        return ContentRule(
-            id=entry.id,
-            description=entry.text("description"),
-            targets=(),
-            headers=(),
-            regex=None,
-            ignore_diacritics=False,
-            direction=entry.choice("direction", DIRECTIONS, "any"),
-            score=_score_of(entry),
-            action=entry.choice("action", ("score", "reject"), "score"),
-            mode=entry.mode(),
-            reply=entry.reply(),
-            conditions=conditions,
-            expression=expression,
-        )
+        return _patternless(entry, conditions, expression)
     if "pattern" not in entry.data and conditions.any:
         if "target" in entry.data or "header" in entry.data:
             entry.problem("target is for a pattern: a rule of conditions only has no target", "target")
-        return ContentRule(
-            id=entry.id,
-            description=entry.text("description"),
-            targets=(),
-            headers=(),
-            regex=None,
-            ignore_diacritics=False,
-            direction=entry.choice("direction", DIRECTIONS, "any"),
-            score=_score_of(entry),
-            action=entry.choice("action", ("score", "reject"), "score"),
-            mode=entry.mode(),
-            reply=entry.reply(),
-            conditions=conditions,
-        )
+        return _patternless(entry, conditions)
     targets = _targets(entry)
     headers = tuple(h.lower() for h in entry.strings("header"))
     if "header" in targets and not headers:
@@ -435,6 +408,25 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
         prefilter=build_prefilter(regex),
         matcher=matcher,
         conditions=conditions,
+    )
+
+
+def _patternless(entry: Entry, conditions: Conditions, expression: Node | None = None) -> ContentRule:
+    """A rule with no pattern: a combined rule (an expression) or one of conditions only."""
+    return ContentRule(
+        id=entry.id,
+        description=entry.text("description"),
+        targets=(),
+        headers=(),
+        regex=None,
+        ignore_diacritics=False,
+        direction=entry.choice("direction", DIRECTIONS, "any"),
+        score=_score_of(entry),
+        action=entry.choice("action", ("score", "reject"), "score"),
+        mode=entry.mode(),
+        reply=entry.reply(),
+        conditions=conditions,
+        expression=expression,
     )
 
 
