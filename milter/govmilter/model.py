@@ -270,6 +270,26 @@ EMPTY_RULESET = RuleSet(version="none")
 
 # Headers whose meaning downstream depends on their having been set by this gateway: any copy
 # that arrives with the message is forged (a spammer's "X-Spam-Flag: NO") and is removed.
+AUTH_SUMMARY_KEY = "auth"  # Transaction.scratch: the AuthSummary the auth check leaves for later checks
+
+
+@dataclass(frozen=True)
+class AuthSummary:
+    """What the auth check found, in plain values, for the checks after it (impersonation, rules).
+
+    No check imports another: the auth check writes this into tx.scratch[AUTH_SUMMARY_KEY];
+    it is absent when the auth check did not run (disabled, or mail from a trusted relay).
+    """
+
+    spf: str  # pass | fail | softfail | neutral | none | temperror | permerror
+    spf_domain: str  # the MAIL FROM domain (or the HELO name for the null sender)
+    dkim: tuple[tuple[str, str], ...]  # (result, d= domain) of each signature checked
+    dmarc: str  # pass | fail | none | temperror | permerror; "pass" also when a trusted ARC chain overrode a fail
+    dmarc_domain: str  # the From header domain DMARC judged ("" when none could be read)
+    dmarc_policy: str = ""  # the policy that applied to a failure: none | quarantine | reject
+    arc_override: bool = False  # a DMARC failure overridden by a trusted ARC chain
+
+
 OWN_HEADER_PREFIXES = ("x-govmilter", "x-spam-", "x-virus-scanned", "x-virus-status")
 MAX_HEADER_FIELDS = 2000  # fields kept in Transaction.headers ([milter] max_header_fields)
 MAX_HEADER_BYTES = 4 * 1024 * 1024  # bytes of fields kept there ([milter] max_header_bytes)

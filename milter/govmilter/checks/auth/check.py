@@ -31,7 +31,7 @@ from govmilter.checks.auth.spf import check_spf
 from govmilter.clients.dns import Resolver, message_budget, shared_client
 from govmilter.config import AuthConfig, Config
 from govmilter.metrics import Metrics
-from govmilter.model import Action, Mode, Stage, Transaction, Verdict
+from govmilter.model import AUTH_SUMMARY_KEY, Action, AuthSummary, Mode, Stage, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import entries
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
@@ -160,6 +160,10 @@ class AuthCheck(CheckHooks):
             results.append(dmarc.method_result())
         if arc.result != "none":
             results.append(arc.method_result())
+        tx.scratch[AUTH_SUMMARY_KEY] = AuthSummary(
+            spf.result, spf.domain, tuple((d.result, d.domain) for d in dkims),
+            "pass" if overridden else dmarc.result, dmarc.domain or "", dmarc.policy, overridden,
+        )  # fmt: skip
         for result in results:
             self.metrics.auth_results.labels(method=result.method, result=result.result).inc()
         verdicts: list[Verdict] = [
