@@ -32,6 +32,15 @@ one third outbound (mailbox servers at 10.x relaying, several messages per conne
 
 Attachment bytes are random (incompressible, distinct in every message), behind the right magic
 numbers, so libmagic types them as what they claim and clamd reads every byte.
+
+Sender authentication: every inbound message but spam carries a DKIM signature (RSA-2048,
+relaxed/relaxed) of its sender's domain, as most mail from government bodies and the big
+providers does; spam is unsigned. `dns.json` beside the manifest holds the TXT records the
+benchmark's DNS serves: SPF of every sender domain (the documentation ranges the inbound clients
+come from; spam domains `-all`), DMARC (p=reject for the government domains, p=none for the
+others), the DKIM keys, and the key of the local domain, which outbound mail is signed with
+(`dkim/bacninh.gov.vn.pem`). The keys are made at build time: their signatures are the only bytes
+that differ between two builds of the same seed.
 """
 
 from __future__ import annotations
@@ -262,10 +271,54 @@ def _inbound_client(rng: random.Random) -> tuple[str, str]:
     return f"{net}.{rng.randint(1, 254)}", f"mail{rng.randint(1, 99)}.example.net"
 
 
+SELECTOR = "bench"
+INBOUND_NETS = "ip4:192.0.2.0/24 ip4:198.51.100.0/24 ip4:203.0.113.0/24"  # _inbound_client's ranges
+
+
+def signing_key(out: Path) -> Path:
+    """The local domain's key (outbound signing): `[dkim] keys = [{domain = LOCAL, selector = SELECTOR, ...}]`."""
+    return out / "dkim" / f"{LOCAL}.pem"
+
+
+def dns_records(out: Path) -> list[tuple[str, str]]:
+    """The TXT records the corpus's messages need (written by build)."""
+    return [(name, text) for name, text in json.loads((out / "dns.json").read_text())]
+
+
+def _keys(out: Path) -> dict[str, object]:
+    """A signing key per sender domain and the local domain's; dns.json with every record."""
+    from govmilter.checks.auth.signing import keygen, load_key, public_record
+    from govmilter.config import DkimKey
+
+    folder = out / "dkim"
+    folder.mkdir(parents=True, exist_ok=True)
+    keys: dict[str, object] = {}
+    records: list[tuple[str, str]] = []
+    for domain in (*GOVERNMENT, *OUTSIDE, LOCAL):
+        path = folder / f"{domain}.pem"
+        if not path.exists():
+            keygen(domain, SELECTOR, "rsa", str(path))
+        keys[domain] = load_key(DkimKey(domain, SELECTOR, str(path)))
+        records.append((f"{SELECTOR}._domainkey.{domain}", public_record(str(path))))
+        records.append((domain, f"v=spf1 {INBOUND_NETS} -all"))
+        policy = "reject" if domain in GOVERNMENT or domain == LOCAL else "none"
+        records.append((f"_dmarc.{domain}", f"v=DMARC1; p={policy}"))
+    records += [(domain, "v=spf1 -all") for domain in SPAM_DOMAINS]
+    (out / "dns.json").write_text(json.dumps(records))
+    return keys
+
+
+def _signed(data: bytes, key: object) -> bytes:
+    from govmilter.checks.auth.signing import sign
+
+    return f"DKIM-Signature: {sign(data, key)}\r\n".encode() + data  # type: ignore[arg-type]
+
+
 def build(seed: int, count: int, out: Path) -> list[Connection]:
-    """Write `count` messages (copies of a circular each count) under `out`, with manifest.json."""
+    """Write `count` messages (copies of a circular each count) under `out`, with manifest.json and dns.json."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
+    keys = _keys(out)
     kinds = [kind for kind, _ in MIX]
     # a circular pick yields CIRCULAR_COPIES messages: weigh picks so that messages follow MIX
     weights = [share / (CIRCULAR_COPIES if kind == "circular" else 1) for kind, share in MIX]
@@ -276,6 +329,9 @@ def build(seed: int, count: int, out: Path) -> list[Connection]:
         kind = rng.choices(kinds, weights)[0]
         outbound = kind == "forward" or (kind not in ("spam", "virus") and rng.random() < OUTBOUND_SHARE)
         for message, data in _make(rng, kind, outbound, number, min(CIRCULAR_COPIES, count - number)):
+            author = message.mail_from.rpartition("@")[2]
+            if not outbound and author in keys:  # inbound, from a domain that signs (not spam)
+                data = _signed(data, keys[author])
             (out / message.file).write_bytes(data)
             message.size = len(data)
             if message.direction == "outbound":

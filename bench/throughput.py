@@ -28,6 +28,16 @@ RSS of the milter process (VmHWM, and VmRSS sampled every 20 ms).
 
 `--half-load` (on by default; `--no-half-load`) adds one round per variant sent open-loop at half
 of that variant's saturated rate: the milter time per message users feel below saturation.
+
+The outbound rate limits (checks/ratelimit/) run in every govmilter variant on the corpus's outbound
+messages, with each node's own buckets (no Redis): the `ratelimit` row of the per-check shares is their
+cost. `--ratelimit-redis` adds the variant "gov ratelimit redis": the same govmilter with the buckets in
+a redis-server of the bench's own (emptied before each round, so no round inherits another's buckets),
+and "gov no ratelimit" ([ratelimit] enabled = false): the cost of the check with and without Redis.
+
+Every govmilter variant writes its decision history (history/: a SQLite file beside its log, as
+the loopback stack's config names it). `--history` adds "gov history off" ([history] enabled =
+false): "govmilter unix" / "gov history off" is the cost of the history (issue 21: >= 0.95).
 """
 
 from __future__ import annotations
@@ -169,6 +179,39 @@ class PeakRss:
         self._thread.join()
 
 
+class RedisForBench:
+    """A redis-server without persistence on a free loopback port: the shared rate-limit buckets."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: self._cli("PING") == "PONG", 15, "redis-server")
+
+    def flush(self) -> None:
+        self._cli("FLUSHALL")
+
+    def _cli(self, *command: str) -> str:
+        command_line = ["redis-cli", "-p", str(self.port), *command]
+        done = subprocess.run(command_line, check=False, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime in clock ticks
@@ -276,6 +319,12 @@ def main() -> int:
              " commit, `git archive REV | tar -x -C DIR`) with its own rules and example config, interleaved"
              " with the others, so that a change is measured against what it changes in one run",
     )  # fmt: skip
+    parser.add_argument("--ratelimit-redis", action="store_true",
+                        help="add the variants 'gov ratelimit redis' (buckets in Redis) and 'gov no ratelimit'")
+    parser.add_argument("--history", action="store_true",
+                        help="add the variant 'gov history off' ([history] enabled = false): every other govmilter"
+                             " variant writes its decision history (SQLite beside its log); issue 21 targets"
+                             " 'govmilter unix' >= 0.95 x 'gov history off'")
     parser.add_argument(
         "--only", action="append", metavar="VARIANT",
         help="run only these variants (repeatable), e.g. --only 'govmilter unix' --only 'govmilter inet'",
@@ -324,6 +373,11 @@ def main() -> int:
     govmilter_every_copy = Govmilter(
         root / "govmilter-every-copy", settings(f"unix:{milter_dir}/c.sock", ("antivirus.cache_ttl", "0"))
     )
+    # sender authentication's cost (corpus load): inbound without the auth check, outbound without signing
+    govmilter_auth_off = Govmilter(
+        root / "govmilter-auth-off", settings(f"unix:{milter_dir}/a.sock", ("auth.enabled", "false"))
+    )
+    govmilter_signing_off = Govmilter(root / "govmilter-signing-off", settings(f"unix:{milter_dir}/s.sock"))
     # the corpus's clients are XCLIENT addresses outside mynetworks: the private Postfix relays for them
     relay_for_corpus = [
         "smtpd_authorized_xclient_hosts = 127.0.0.0/8",
@@ -342,6 +396,13 @@ def main() -> int:
     elif args.load == "corpus":
         traffic.build(args.seed, args.corpus_messages, root / "corpus")
         load = smtpload.Corpus(root / "corpus")
+        # the corpus's SPF, DMARC and DKIM records; outbound mail of the local domain is signed
+        # (by every variant but "gov signing off")
+        dns.txt = traffic.dns_records(root / "corpus")
+        key_file = traffic.signing_key(root / "corpus")
+        keys = f'[{{domain="{traffic.LOCAL}", selector="{traffic.SELECTOR}", key_file="{key_file}"}}]'
+        for signer in (govmilter_unix, govmilter_inet, govmilter_every_copy, govmilter_auth_off):
+            signer.settings["dkim.keys"] = keys
         print(f"corpus: {load.messages} messages, {load.bytes / 2**20:.0f} MiB on the wire,"
               f" {len(load.connections)} connections (seed {args.seed})", flush=True)
     count = load.messages if load else args.messages
@@ -359,6 +420,41 @@ def main() -> int:
             govmilter_every_copy,
         ),
     }
+    redis_bench: RedisForBench | None = None
+    if args.ratelimit_redis:
+        redis_bench = RedisForBench(root / "redis")
+        with_redis = Govmilter(
+            root / "govmilter-ratelimit-redis",
+            settings(f"unix:{milter_dir}/r.sock", ("ratelimit.redis_url", f'"{redis_bench.url}"')),
+        )
+        without = Govmilter(
+            root / "govmilter-no-ratelimit", settings(f"unix:{milter_dir}/n.sock", ("ratelimit.enabled", "false"))
+        )
+
+        def start_with_redis(gov: Govmilter = with_redis, redis: RedisForBench = redis_bench) -> None:
+            redis.flush()  # no round inherits the buckets another round emptied
+            gov.start()
+
+        variants["gov ratelimit redis"] = (f"unix:{milter_dir}/r.sock", start_with_redis, with_redis.stop, with_redis)
+        variants["gov no ratelimit"] = (f"unix:{milter_dir}/n.sock", without.start, without.stop, without)
+        extra_parts: list[Govmilter | RedisForBench] = [with_redis, without, redis_bench]
+    else:
+        extra_parts = []
+    if args.history:
+        history_off = Govmilter(
+            root / "govmilter-history-off", settings(f"unix:{milter_dir}/h.sock", ("history.enabled", "false"))
+        )
+        if load and not args.large:
+            history_off.settings["dkim.keys"] = govmilter_unix.settings.get("dkim.keys", "[]")
+        variants["gov history off"] = (f"unix:{milter_dir}/h.sock", history_off.start, history_off.stop, history_off)
+        extra_parts.append(history_off)
+    if load and not args.large:
+        variants["gov auth off"] = (
+            f"unix:{milter_dir}/a.sock", govmilter_auth_off.start, govmilter_auth_off.stop, govmilter_auth_off
+        )
+        variants["gov signing off"] = (
+            f"unix:{milter_dir}/s.sock", govmilter_signing_off.start, govmilter_signing_off.stop, govmilter_signing_off
+        )
     if govmilter_baseline is not None:
         variants["baseline every copy"] = (
             f"unix:{milter_dir}/b.sock",
@@ -383,6 +479,8 @@ def main() -> int:
         clamd.start()
         dns.start()
         sink.start()
+        if redis_bench is not None:
+            redis_bench.start()
         postfix.start()
         names = args.only or list(variants)
         unknown = set(names) - set(variants)
@@ -492,8 +590,9 @@ def main() -> int:
             print(line, flush=True)
             stop()
     finally:
-        parts = (postfix, govmilter_unix, govmilter_inet, govmilter_every_copy, govmilter_baseline, clamav_milter)
-        for part in (*parts, sink, dns, clamd):
+        parts = (postfix, govmilter_unix, govmilter_inet, govmilter_every_copy, govmilter_baseline, clamav_milter,
+                 govmilter_auth_off, govmilter_signing_off)  # fmt: skip
+        for part in (*parts, *extra_parts, sink, dns, clamd):
             if part is None:
                 continue
             try:
@@ -524,6 +623,8 @@ def main() -> int:
         "every copy scanned / clamav-milter": ("gov every copy", "clamav-milter"),
         "baseline every copy / clamav-milter": ("baseline every copy", "clamav-milter"),
         "every copy scanned / baseline every copy": ("gov every copy", "baseline every copy"),
+        "auth on / auth off (target >= 0.9)": ("govmilter unix", "gov auth off"),
+        "signing on / signing off (target >= 0.9)": ("govmilter unix", "gov signing off"),
     }
     pairs = {label: (a, b) for label, (a, b) in pairs.items() if a in median and b in median}
     ratios = {label: median[a] / median[b] for label, (a, b) in pairs.items()}

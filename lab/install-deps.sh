@@ -11,7 +11,7 @@ packages=(
   libmilter-dev        # pymilter compiles against libmilter
   libmagic1            # python-magic
   swaks                # the README's test message
-  redis-server         # the shared forwarding memory between gateway nodes
+  redis-server         # forwarding memory and rate-limit buckets shared by nodes (and redis-cli: bench)
   prometheus           # promtool checks the alerting rules
   systemd              # systemd-analyze checks the service unit
   poppler-utils        # pdftotext: the text of attached PDFs (content rules with target = "document")
@@ -21,7 +21,10 @@ packages=(
   gcc                  # make deb: compiles pymilter's C extension
   genisoimage          # tests: real ISO 9660 and UDF images for the disk-image true-type rule
   dosfstools           # tests: mkfs.vfat makes a FAT floppy image (.img) for the same rule
+  zip                  # tests: Info-ZIP's zip, an archiver's own zip of an ISO image (in_archives)
   libmail-dkim-perl    # tests: Mail::DKIM, an independent (Perl) verifier of our DKIM signatures
+  libpq5               # psycopg's libpq: the decision history on PostgreSQL ([history] url)
+  postgresql           # tests: a private PostgreSQL server on loopback for the history store
 )
 
 missing=()

@@ -271,12 +271,14 @@ class Dns:
         records: Sequence[str] = DNS_RECORDS,
         ttl: int | None = None,
         txt: Sequence[tuple[str, str]] = (),
+        options: Sequence[str] = (),
     ):
         self.root = root
         self.port = port
         self.records = records
         self.ttl = ttl
         self.txt = txt  # (name, text): SPF, DKIM and DMARC records of the authentication tests
+        self.options = options  # more dnsmasq options (e.g. --server=/domain/address#port)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -296,6 +298,7 @@ class Dns:
             *(f"--txt-record={name},{','.join(text[i : i + 255] for i in range(0, len(text), 255))}"
               for name, text in self.txt),
             *([f"--local-ttl={self.ttl}"] if self.ttl is not None else []),
+            *self.options,
         ]
         log = open(self.root / "dnsmasq.out", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log)
@@ -522,6 +525,7 @@ class Govmilter:
         self.entry: list[str] = [str(VENV_BIN / "python"), "-m", "govmilter"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "govmilter.log"
+        self.history_path = root / "history.sqlite"  # [history] path, written into govmilter.toml
 
     def command(self) -> list[str]:
         args = [*self.entry, "run", "--config", str(self.root / "govmilter.toml")]
@@ -536,11 +540,21 @@ class Govmilter:
         if path.exists():
             unedited = copied.exists() and copied.read_text() == hashlib.sha256(path.read_bytes()).hexdigest()
             if not unedited:
-                return path  # the user's own config: kept as it is
-        example = (ROOT / "config.example.toml").read_bytes()
+                return path  # the user's own config (or another tree's, bench --baseline): kept as it is
+        example = self.example_config()
         path.write_bytes(example)
         copied.write_text(hashlib.sha256(example).hexdigest())
         return path
+
+    def example_config(self) -> bytes:
+        """The example config, with the history store beside the log: `govmilter trace --config
+        <root>/govmilter.toml` reads what this stack's daemon writes (the stack's other settings
+        are --set on the command line; trace needs only this one)."""
+        text = (ROOT / "config.example.toml").read_text()
+        default = 'path = "/var/lib/govmilter/history.sqlite"'
+        if default not in text:
+            raise RuntimeError(f"config.example.toml: [history] {default} not found; update lab/stack.py")
+        return text.replace(default, f'path = "{self.history_path}"', 1).encode()
 
     def start(self, wait: bool = True) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -767,6 +781,8 @@ def main() -> int:
                     f"  sink (delivered)   127.0.0.1:{stack.sink_port} -> {root / 'sink'}",
                     f"  metrics            {stack.metrics_url}/metrics  health: {stack.metrics_url}/health",
                     f"  govmilter log      {stack.govmilter.log_path}",
+                    f"  history            .venv/bin/govmilter trace --config {stack.govmilter.root / 'govmilter.toml'}"
+                    " --since 1h",
                     "  try: swaks --server 127.0.0.1:2525 --from officer@bacninh.gov.vn --to partner@example.com",
                     "Ctrl-C stops everything.",
                 ]

@@ -112,9 +112,20 @@ def negotiated(ctx: TestCtx) -> int:
     return int(ctx._protocol)
 
 
-def test_postfix_need_not_send_connect_helo_nor_data_over_a_unix_socket(runtime: Runtime) -> None:
+def test_postfix_need_not_send_connect_nor_data_over_a_unix_socket(runtime: Runtime) -> None:
     protocol = negotiated(TestCtx())
-    assert protocol & Milter.P_NOCONNECT and protocol & Milter.P_NOHELO and protocol & Milter.P_NODATA
+    assert protocol & Milter.P_NOCONNECT and protocol & Milter.P_NODATA
+    # HELO is sent (Postfix has no macro for the HELO name: the null sender's SPF); the
+    # no-reply bit is asked (test_postfix_is_told_which_steps_need_no_reply), this MTA offers none
+    assert not protocol & Milter.P_NOHELO
+
+
+def test_the_helo_name_reaches_the_envelope(runtime: Runtime) -> None:
+    ctx = TestCtx()
+    negotiated(ctx)
+    assert ctx._helo("mx1.example.org") == Milter.CONTINUE
+    assert ctx._envfrom("<>") == Milter.CONTINUE
+    assert ctx._priv.tx.envelope.helo == "mx1.example.org"
 
 
 def test_the_client_address_is_read_at_mail_from(runtime: Runtime) -> None:
@@ -132,7 +143,7 @@ def test_over_tcp_the_data_step_is_kept_and_answered(monkeypatch: pytest.MonkeyP
     for _ in adapter_runtime(monkeypatch, 'milter.socket="inet:8890@127.0.0.1"'):
         ctx = TestCtx()
         protocol = negotiated(ctx)
-        assert protocol & Milter.P_NOHELO
+        assert not protocol & Milter.P_NOHELO
         assert not protocol & Milter.P_NODATA and not protocol & Milter.P_NR_DATA
         ctx._setsymval("i", "4ABCDEF")
         assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
@@ -572,7 +583,7 @@ def test_keeping_the_connect_step_changes_that_bit_only(monkeypatch: pytest.Monk
         ctx = TestCtx()
         assert ctx._negotiate() == Milter.CONTINUE
         assert not ctx._protocol & Milter.P_NOCONNECT
-        assert ctx._protocol & Milter.P_NOHELO and ctx._protocol & Milter.P_NODATA  # the rest as negotiated
+        assert not ctx._protocol & Milter.P_NOHELO and ctx._protocol & Milter.P_NODATA  # the rest as negotiated
 
 
 def test_a_connection_closed_before_negotiation_leaves_the_gauge_alone(runtime: Runtime) -> None:
@@ -632,7 +643,7 @@ def test_postfix_is_told_which_steps_need_no_reply(runtime: Runtime) -> None:
     protocol_mask() holds the bits the milter takes away from what the MTA offers: these stay.
     """
     mask = GovMilter(runtime).protocol_mask()
-    wanted = Milter.P_NR_HDR | Milter.P_NR_RCPT | Milter.P_NOUNKNOWN | Milter.P_NOHELO | Milter.P_NODATA
+    wanted = Milter.P_NR_HDR | Milter.P_NR_RCPT | Milter.P_NOUNKNOWN | Milter.P_NR_HELO | Milter.P_NODATA
     assert mask & wanted == 0, hex(mask & wanted)
 
 
@@ -724,3 +735,149 @@ def test_a_unix_socket_in_a_missing_directory_is_named() -> None:
     assert _listen_problem("unix:/nonexistent-govmilter/milter.sock") == (
         "[milter] socket unix:/nonexistent-govmilter/milter.sock: the directory /nonexistent-govmilter does not exist"
     )
+
+
+# ---- found by the mutation run of 2026-12-04 (docs/mutation.md) -----------------------------------------
+
+
+def test_end_of_message_without_a_transaction_is_answered_451_without_an_internal_error(runtime: Runtime) -> None:
+    """An end of message with no open transaction gets the adapter's own 451 4.3.0: not counted as a bug."""
+    ctx = RecordingCtx()
+    ctx._setsymval("i", "4NOTX")
+    assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+    ctx._body = io.BytesIO()
+    assert ctx._eom() == Milter.TEMPFAIL
+    assert [reply[:2] for reply in ctx.replies] == [TEMPFAIL_REPLY]
+    assert internal_errors(runtime, "eom") == 0
+
+
+def test_a_failed_negotiation_asks_the_mta_for_no_macro_list(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pymilter answers ALL_OPTS when its negotiation fails (the MTA keeps its own protocol, every
+    step sent, the connect step included): then nothing else is asked of the MTA either."""
+
+    def needs(stage: Stage) -> bool:
+        raise RuntimeError("no pipeline yet")
+
+    monkeypatch.setattr(runtime.pipeline, "needs", needs)
+    ctx = TestCtx()
+    assert ctx._negotiate() == Milter.ALL_OPTS
+    assert ctx._symlist == [None] * len(ctx._symlist)
+
+
+def test_an_mta_that_refuses_the_macro_list_keeps_the_connect_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MTA offers macro lists but refuses ours: the client's address then comes from the connect step."""
+
+    class Refusing(TestCtx):
+        __test__ = False
+
+        def setsymlist(self, stage: int, macros: str) -> None:
+            raise ValueError("this MTA takes no list for MAIL FROM")
+
+    for _ in adapter_runtime(monkeypatch):
+        ctx = Refusing()
+        assert ctx._connect(host="mx.example.org", ip="192.0.2.8") == Milter.CONTINUE
+        assert not ctx._protocol & Milter.P_NOCONNECT
+        ctx._macros.clear()
+        assert ctx._envfrom("<a@example.com>") == Milter.CONTINUE
+        assert ctx._priv.tx.envelope.client_ip == "192.0.2.8"
+
+
+def test_each_new_transaction_refused_while_draining_is_counted_once(runtime: Runtime) -> None:
+    """The drain counts the new transactions it answered 451 4.3.2 (the shutdown waits for their replies)."""
+    runtime.drain.phase = runtime.drain.DRAINING
+    for number in (1, 2):
+        ctx = RecordingCtx()
+        ctx._setsymval("i", f"4DRAIN{number}")
+        assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+        assert ctx._envfrom("<a@example.com>") == Milter.TEMPFAIL
+        assert ctx.replies[0][:2] == ("451", "4.3.2")
+        assert runtime.drain.answered == number
+
+
+def test_a_listener_whose_address_sorts_after_ours_is_not_ours(tmp_path: Path) -> None:
+    """As test_the_listening_socket_is_found_by_its_own_address_only, the other listeners above ours."""
+    from govmilter.adapter import _listener_fds
+
+    sockets = []
+    try:
+        for name in ("milter.sock", "z-other.sock"):
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sockets.append(unix)
+            unix.bind(str(tmp_path / name))
+            unix.listen(1)
+        inets = [socket.socket(), socket.socket()]
+        sockets += inets
+        for inet in inets:
+            inet.bind(("127.0.0.1", 0))
+            inet.listen(1)
+        inet_ours, _higher = sorted(inets, key=lambda sock: sock.getsockname()[1])
+        assert _listener_fds(f"unix:{tmp_path}/milter.sock") == [sockets[0].fileno()]
+        assert _listener_fds(f"inet:{inet_ours.getsockname()[1]}@127.0.0.1") == [inet_ours.fileno()]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_unix_socket_in_a_usable_directory_is_left_to_libmilter(tmp_path: Path) -> None:
+    """The directory exists and root may write there: the problem is libmilter's own, said as such."""
+    from govmilter.adapter import _listen_problem
+
+    assert _listen_problem(f"unix:{tmp_path}/milter.sock") == (
+        f"[milter] socket unix:{tmp_path}/milter.sock: libmilter cannot listen there"
+    )
+
+
+LISTEN_PROBLEM_AS_NOBODY = """
+import os, sys
+from govmilter.adapter import _listen_problem
+os.setgroups([])
+os.setresgid(65534, 65534, 65534)
+os.setresuid(65534, 65534, 65534)  # access(2) checks the real uid: the service user's view, not root's
+for directory in sys.argv[1:]:
+    print(_listen_problem(f"unix:{directory}/milter.sock"))
+"""
+
+
+def test_the_socket_directory_must_be_writable_and_searchable_by_the_service_user() -> None:
+    """As a user that is not root (root passes every access check): a directory it can only search,
+    one it can only write, and one it can write and search."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="govmilter-socketdir.", dir="/tmp")  # not under pytest's 0700 tree
+    try:
+        os.chmod(base, 0o711)
+        modes = {"search-only": 0o711, "write-only": 0o722, "usable": 0o733}
+        for name, mode in modes.items():
+            os.mkdir(f"{base}/{name}")
+            os.chmod(f"{base}/{name}", mode)  # owned by root: "others" is the service user
+        run = subprocess.run(
+            [sys.executable, "-c", LISTEN_PROBLEM_AS_NOBODY, *(f"{base}/{name}" for name in modes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert run.stdout.splitlines() == [
+            f"[milter] socket unix:{base}/search-only/milter.sock: the directory {base}/search-only"
+            " is not writable by this user",
+            f"[milter] socket unix:{base}/write-only/milter.sock: the directory {base}/write-only"
+            " is not writable by this user",
+            f"[milter] socket unix:{base}/usable/milter.sock: libmilter cannot listen there",
+        ]
+    finally:
+        for name in ("search-only", "write-only", "usable"):
+            if os.path.isdir(f"{base}/{name}"):
+                os.rmdir(f"{base}/{name}")
+        os.rmdir(base)
+
+
+def test_the_sasl_login_reaches_the_envelope(runtime: Runtime) -> None:
+    for login in ("officer1", None):
+        ctx = TestCtx()
+        if login is not None:
+            ctx._setsymval("{auth_authen}", login)
+        assert ctx._connect(ip="127.0.0.3") == Milter.CONTINUE
+        assert ctx._envfrom("<a@bacninh.gov.vn>") == Milter.CONTINUE
+        assert ctx._priv.tx.envelope.auth_user == (login or "")  # "" when the client did not log in

@@ -4,7 +4,6 @@ output is for people; `govmilter rules test` runs the province's samples."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +91,7 @@ def test_scan_for_people_says_what_it_judged_by_what_and_why() -> None:
     assert f"rules       {ROOT / 'rules'} (version " in out
     assert "direction   inbound: client 203.0.113.9 is not a trusted relay" in out
     assert "content/pharma  continue  score +4  enforce" in out
-    assert re.search(r"body matched '\s*viagra\s*'", out), out
+    assert "body matched 'viagra'" in out, out  # Python's span, not the spaces a \\b rewrite takes in
     assert "score       7.0 (tag at 5, reject at 10)" in out
     assert "verdict     tag (at eom, by no check)" in out and "reply       250 (accepted)" in out
     assert "header      X-Spam-Flag: YES" in out
@@ -100,7 +99,8 @@ def test_scan_for_people_says_what_it_judged_by_what_and_why() -> None:
     local = scan(*envelope, "-", stdin=SPAM, json_output=False).stdout.decode()
     assert "direction   outbound: client 127.0.0.1 is a trusted relay" in local
     assert "it is also the gateway host" in local and "no --client-ip" in local
-    assert "content/pharma" not in local  # the spam rules are for inbound mail
+    # the spam rules score outbound mail too (a stolen account sends the spam it received)
+    assert "content/pharma  continue  score +4  enforce" in local
 
 
 def test_scan_shows_the_declared_and_true_type_of_attachments(tmp_path: Path) -> None:

@@ -194,14 +194,15 @@ def rule_files_by_kind() -> dict[str, list[Path]]:
 def test_each_kind_of_rule_file_carries_the_key_block_of_its_schema_once() -> None:
     schemas = rule_schemas()
     by_kind = rule_files_by_kind()
-    assert set(schemas) == set(by_kind) == {"forwarding", "attachments", "dnsbl", "auth", "content"}
+    assert set(schemas) == set(by_kind) == {"forwarding", "attachments", "dnsbl", "auth", "content", "ratelimit",
+                                                 "impersonation"}
     for kind, schema in schemas.items():
         blocks = {path: header_block(path.read_text()) for path in by_kind[kind]}
         holders = [path for path, block in blocks.items() if block is not None]
         assert len(holders) == 1, f"kind {kind}: the key block is in {holders}, expected in exactly one file"
         assert blocks[holders[0]] == schema.header(), (
             f"{holders[0].relative_to(ROOT)}: the key block is not the schema's; replace it with the output"
-            f" of `govmilter rules keys {kind}`:\n{schema.header()}"
+            f" of `govmilter rules help {kind}`:\n{schema.header()}"
         )
         header = holders[0].read_text().split("\nkind = ")[0]
         assert header.count("# --- keys: ") == 1, f"{holders[0]}: one key block, at the top"
@@ -225,7 +226,9 @@ def test_officers_key_table_names_the_keys_of_each_schema() -> None:
         assert rows[kind] == declared, f"docs/officers.md, kind {kind}: {sorted(rows[kind] ^ declared)}"
 
 
-@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "auth", "content"])
+@pytest.mark.parametrize(
+    "kind", ["forwarding", "attachments", "dnsbl", "auth", "content", "ratelimit", "impersonation"]
+)
 def test_each_compiler_accepts_exactly_the_keys_of_its_schema(kind: str) -> None:
     """An entry and a file with every declared key draw no "unknown key"; one more key does."""
     schema = rule_schemas()[kind]
@@ -246,7 +249,7 @@ def test_each_compiler_accepts_exactly_the_keys_of_its_schema(kind: str) -> None
     assert any("'not_a_key'" in m for m in unknown_keys({"not_a_key": 1}, {}))
 
 
-@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "content"])
+@pytest.mark.parametrize("kind", ["forwarding", "attachments", "dnsbl", "content", "ratelimit", "impersonation"])
 @pytest.mark.parametrize("bad", ["", "bad id", "é", "a" * 65, "-x", 7])
 def test_every_kind_refuses_a_bad_rule_id_with_the_same_words(kind: str, bad: object) -> None:
     schema = rule_schemas()[kind]

@@ -177,6 +177,7 @@ def test_a_taken_port_is_named_with_its_key_and_the_daemon_exits_non_zero(tmp_pa
         result = subprocess.run(
             [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
              "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "lg"}"',
+             "--set", f'history.path="{tmp_path / "history.sqlite"}"',
              "--set", f'milter.socket="inet:{milter_port}@127.0.0.1"', "--set", f'metrics.listen="{listen}"'],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -197,6 +198,7 @@ def test_a_taken_milter_port_is_named_with_its_key(tmp_path: Path) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
              "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "lg"}"',
+             "--set", f'history.path="{tmp_path / "history.sqlite"}"',
              "--set", f'milter.socket="inet:{port}@127.0.0.1"', "--set", 'metrics.listen=""'],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip

@@ -12,6 +12,7 @@ show in a log line or an error message.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -44,7 +45,9 @@ NASTY = f"x{FORGED}\x00\x1b[31m\x7f\u2028\udcff"
 # the issue's MAIL FROM: a quoted local part is a valid address, and it carries a whole forged record
 FORGED_SENDER = '"x action=accept check=- rule=- queue_id=FORGED client=10.0.0.1"@example.com'
 FORMATTER = OneLineFormatter(FORMAT)
-DECISION_KEYS = ["queue_id", "client", "auth", "from", "rcpts", "action", "check", "rule", "reply", "ruleset", "size"]
+DECISION_KEYS = [
+    "queue_id", "client", "auth", "from", "rcpts", "action", "check", "rule", "reply", "ruleset", "size", "message_id"
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -130,7 +133,9 @@ def test_inbound_forward_with_control_characters_everywhere(runtime: Runtime, ca
     for record in decisions + forwards:
         clean_message(record)
     line = parse_dict(decisions[0].getMessage())  # a logfmt reader sees our fields, each once, values intact
-    assert list(line) == [*DECISION_KEYS, "ms"]
+    assert list(line) == [*DECISION_KEYS, "hits", "ms"]
+    assert line["message_id"] == f"<id{NASTY}@example.com>"
+    assert line["hits"] == "forwarding/inbound-sieve-redirect"
     assert line["queue_id"] == "4ABC\r\nDEF"
     assert line["client"] == "127.0.0.2"
     assert line["from"] == f"<sender{NASTY}@example.com>"
@@ -154,6 +159,7 @@ def test_a_forged_mail_from_cannot_add_a_field_to_the_decision_line(
     line = parse_dict(record.getMessage())
     assert list(line) == [*DECISION_KEYS, "ms"]
     assert line["queue_id"] == "4ABC\r\nDEF"  # what the test context's "i" macro carries, not FORGED
+    assert line["message_id"] == "-"
     assert (line["client"], line["action"], line["check"], line["rule"]) == ("127.0.0.3", "accept", "-", "-")
     assert line["from"] == f"<{FORGED_SENDER}>"
     assert line["rcpts"] == rcpt
@@ -208,7 +214,7 @@ def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
     raw = decision.log_line(tx, verdict, 0.0021)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in raw), raw
     line = parse_dict(raw)
-    keys = [*DECISION_KEYS, *(["monitor", "would"] if monitor_rule else []), "ms"]
+    keys = [*DECISION_KEYS, *(["hits", "monitor", "would"] if monitor_rule else []), "ms"]
     assert list(line) == keys
     wire = {
         "queue_id": queue_id or "-",
@@ -217,7 +223,7 @@ def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
         "rcpts": ",".join(rcpts),
         "rule": rule or "-",
         "reply": verdict.smtp_reply(),
-        **({"monitor": f"content/{monitor_rule}"} if monitor_rule else {}),
+        **({"monitor": f"content/{monitor_rule}", "hits": f"content/{monitor_rule}:monitor"} if monitor_rule else {}),
     }
     for key, value in wire.items():
         assert _same_or_cut(line[key], value), (key, line[key], value)
@@ -228,6 +234,7 @@ def test_whatever_the_wire_carries_the_decision_line_parses_to_our_fields(
         "ruleset": "v1",
         "size": "1234",
         "ms": "2.1",
+        "message_id": "-",
         **({"would": "reject"} if monitor_rule else {}),
     }
     assert len(raw) < 2000
@@ -423,3 +430,124 @@ def test_a_bad_redis_url_error_does_not_print_the_password() -> None:
     assert result.returncode == 2
     assert b"redis_url" in result.stderr
     assert SECRET.encode() not in result.stderr + result.stdout
+
+
+# ---- [log] format = "json", and the queue id on every line ---------------------------------------
+
+
+def _decision_record(tx: Transaction, verdict: Verdict) -> logging.LogRecord:
+    """The record decision.record() logs, as a handler receives it."""
+    line = logfmt.Line(decision.log_pairs(tx, verdict, 0.0021))
+    record = logging.LogRecord("govmilter.decision", logging.INFO, __file__, 1, "%s", (line,), None)
+    record.fields = line
+    return record
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(queue_id=WIRE_TEXT, sender=WIRE_TEXT, rcpts=st.lists(WIRE_TEXT, max_size=3), text=WIRE_TEXT,
+       message_id=WIRE_TEXT, journal=st.booleans())  # fmt: skip
+@example(queue_id="Q1", sender=FORGED_SENDER, rcpts=["a@b.c"], text=FORGED, message_id=NASTY, journal=False)
+def test_whatever_the_wire_carries_a_json_decision_line_has_exactly_our_keys(
+    queue_id: str, sender: str, rcpts: list[str], text: str, message_id: str, journal: bool
+) -> None:
+    env = Envelope(client_ip="10.0.0.9", mail_from=sender, rcpts=rcpts, queue_id=queue_id)
+    tx = Transaction(envelope=env, ruleset=RuleSet("v1", {}))
+    tx.add_header("Message-ID", message_id)
+    verdict = Verdict(Action.REJECT, "content", rule="r1", code="550", enhanced="5.7.1", text=text)
+    tx.hits.append(verdict)
+    raw = logfmt.JsonFormatter(journal=journal).format(_decision_record(tx, verdict))
+    if journal:
+        assert raw.startswith("<6>")
+        raw = raw[3:]
+    assert raw.isascii() and "\n" not in raw and "\r" not in raw, raw  # every control and separator escaped
+    line = json.loads(raw)
+    keys = ["level", "logger", *DECISION_KEYS, "hits", "ms"]
+    assert list(line) == ([] if journal else ["time", "pid"]) + keys
+    assert line["from"] == f"<{sender}>"[:200] + ("..." if len(sender) + 2 > 200 else "")
+    assert line["queue_id"] == (queue_id or "-")[:200] + ("..." if len(queue_id) > 200 else "")
+    assert line["message_id"] == (message_id.strip() or "-")
+    assert (line["action"], line["check"], line["rule"]) == ("reject", "content", "r1")
+
+
+def test_json_lines_of_the_daemon_parse_whole_traceback_included() -> None:
+    """`[log] format = "json"`: every line the daemon prints is one JSON object, a traceback too."""
+    script = (
+        "import logging\n"
+        "from govmilter import logfmt\n"
+        "from govmilter.__main__ import _setup_logging\n"
+        "_setup_logging('info', 'json')\n"
+        "log = logging.getLogger('govmilter.test')\n"
+        "logfmt.bind('4XyZ1')\n"
+        f"log.info('value=%s', {NASTY!r})\n"
+        "try:\n"
+        f"    raise ValueError({FORGED!r})\n"
+        "except ValueError:\n"
+        "    log.exception('it raised')\n"
+        "logfmt.bind('')\n"
+        "log.warning('done')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 3, lines
+    first, second, third = (json.loads(line) for line in lines)
+    assert first["queue_id"] == "4XyZ1" and first["message"] == f"value={NASTY}" and first["level"] == "info"
+    assert second["queue_id"] == "4XyZ1" and "Traceback" in second["message"] and FORGED in second["message"]
+    assert "queue_id" not in third and third["message"] == "done"
+
+
+def test_every_line_of_a_transaction_carries_its_queue_id(runtime: Runtime) -> None:
+    """The forwarding line, a check's exception, the decision: each joins Postfix's log by the queue id."""
+    printed: list[str] = []
+    handler = logging.Handler()  # prints as the daemon's handler does: in the thread that logs
+    handler.addFilter(lambda record: record.name.startswith("govmilter"))
+    handler.emit = lambda record: printed.append(FORMATTER.format(record))  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+
+        class Exploding(CheckHooks):
+            name = "exploding"
+            stages = frozenset({Stage.HEADERS})
+
+            def run(self, stage: Stage, tx: Transaction) -> list[Verdict]:
+                logging.getLogger("govmilter.test").warning("looking at %s", tx.first_header("Subject"))
+                raise ValueError("a bug")
+
+        runtime.pipeline.__init__([*runtime.pipeline.checks, Exploding()], runtime.metrics)  # type: ignore[misc]
+        rc = drive(TestCtx(), "h", "a@example.com", ["user@bacninh.gov.vn"], [("Subject", "x")], b"x\r\n")
+        assert rc == Milter.TEMPFAIL
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert len(printed) >= 3, printed
+    for line in printed:
+        message = line.split(": ", 1)[1]
+        fields = message.split(" ", 1)[0]
+        assert fields == 'queue_id="4ABC\\r\\nDEF"', line
+    assert logfmt.bound() == ""  # released with the message
+
+
+def test_one_escaping_function_per_destination() -> None:
+    """text/escape.py: the same hostile value, made safe for each place it is written."""
+    from govmilter.text import escape
+
+    value = 'a\r\nqueue_id=FORGED "q" \\ 50% \x00\x1b[31m\u2028\u202e\udcff ngày'
+    assert escape.log_value(value) == (
+        '"a\\r\\nqueue_id=FORGED \\"q\\" \\\\ 50% \\u0000\\u001b[31m\\u2028\\u202e\\udcff ngày"'
+    )
+    assert escape.log_plain(value) == 'a??queue_id=FORGED "q" \\ 50% ??[31m?\u202e? ngày'
+    assert escape.reply_text(value) == 'a  queue_id=FORGED "q" \\ 50    [31m    ng y'  # one space each
+    folded = "gw; spf=pass;\n\tdkim=pass\r\nX-Injected: 1"  # a fold stays a fold; a line break does not
+    assert escape.header_value(folded) == "gw; spf=pass;\n dkim=pass  X-Injected: 1"
+    assert escape.reply_token("Win.Test.EICAR_HDB-1 %x\r\n") == "Win.Test.EICAR_HDB-1__x__"
+    assert escape.reply_token("") == "unknown"
+    # the record keeps what was sent; only what UTF-8 and PostgreSQL text cannot hold is escaped
+    assert escape.record_text(value) == 'a\r\nqueue_id=FORGED "q" \\ 50% \\x00\x1b[31m\u2028\u202e\\xff ngày'
+    assert escape.record_text("x" * 20, limit=5) == "xxxxx..."
+    # a terminal never receives a control or format character
+    shown = escape.terminal_text(escape.record_text(value))
+    assert shown == 'a\\r\\nqueue_id=FORGED "q" \\ 50% \\x00\\x1b[31m\\u2028\\u202e\\xff ngày'
+    assert not any(unsafe(c) or c == "\u202e" for c in shown)

@@ -105,6 +105,7 @@ class Daemon:
             "milter.shutdown_grace": str(grace),
             "rules.dir": f'"{RULES}"',
             "rules.last_good_dir": f'"{tmp_path / "last-good"}"',
+            "history.path": f'"{tmp_path / "history.sqlite"}"',  # never the host's /var/lib/govmilter
             "metrics.listen": '""',
             "network.gateway_host": "[]",
         }
@@ -156,7 +157,7 @@ def test_sigterm_lets_an_open_transaction_finish_and_refuses_new_ones(tmp_path: 
         MilterClient(daemon.port).close()
     # a new transaction on a connection that was already open is told to come back
     reply, text = idle.mail("QNEW1")
-    assert reply == b"y" and text.startswith(b"451 4.3.2 ") and b"service shutting down" in text, (reply, text)
+    assert reply == b"y" and text.startswith(b"451-4.3.2 ") and b"service shutting down" in text, (reply, text)
 
     time.sleep(1)  # the open transaction takes its time, well inside the grace
     assert daemon.proc.poll() is None
@@ -179,7 +180,8 @@ def test_a_transaction_past_the_grace_gets_451_at_its_next_step(tmp_path: Path, 
     daemon.wait_log("shutdown grace over after")
     assert daemon.proc.poll() is None  # still there to answer: a cut would be milter_default_action
     reply, text = slow.finish()
-    assert reply == b"y" and text.startswith(b"451 4.3.2 ") and b"service shutting down" in text, (reply, text)
+    assert reply == b"y" and text.startswith(b"451-4.3.2 ") and b"service shutting down" in text, (reply, text)
+    assert b"reference: QSLOW1" in text  # the queue id, for the helpdesk
     slow.close()
     assert daemon.proc.wait(15) == 0
     log = daemon.text()
@@ -197,7 +199,7 @@ def test_a_second_signal_ends_the_grace_and_an_idle_daemon_stops_at_once(tmp_pat
     daemon.proc.send_signal(signal.SIGTERM)
     daemon.wait_log("shutdown grace over after")
     assert time.monotonic() - started < 5
-    assert open_tx.finish()[1].startswith(b"451 4.3.2 ")
+    assert open_tx.finish()[1].startswith(b"451-4.3.2 ")  # a multi-line reply: the text, then the reference
     open_tx.close()
     assert daemon.proc.wait(15) == 0
 
@@ -275,7 +277,8 @@ def test_a_stale_unix_socket_left_by_a_crash_does_not_stop_the_start(tmp_path: P
     command = [sys.executable, "-m", "govmilter", "run", "--skip", "antivirus", "--skip", "dnsbl",
                "--set", f'milter.socket="unix:{path}"', "--set", f'milter.spool_dir="{tmp_path}"',
                "--set", f'rules.dir="{RULES}"', "--set", f'rules.last_good_dir="{tmp_path / "last-good"}"',
-               "--set", 'metrics.listen=""', "--set", "network.gateway_host=[]"]  # fmt: skip
+               "--set", 'metrics.listen=""', "--set", "network.gateway_host=[]",
+               "--set", f'history.path="{tmp_path / "history.sqlite"}"']  # fmt: skip
     with open(log, "ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=out, start_new_session=True)
     try:

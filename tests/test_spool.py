@@ -277,3 +277,77 @@ def test_the_header_bounds_are_configurable_and_validated() -> None:
     for key, value in bad:
         with pytest.raises(ConfigError, match=f"\\[milter\\] {key}"):
             load_config(None, [f"milter.{key}={value}"])
+
+
+# ---- found by the mutation run of 2026-12-04 (docs/mutation.md) -----------------------------------------
+
+
+def field_of(chars: int) -> tuple[str, str]:
+    """A field whose line (`Name: value` CRLF, ASCII, no fold) is `chars` characters."""
+    return ("X-Fill", "v" * (chars - len("X-Fill: \r\n")))
+
+
+def test_header_fields_wait_in_memory_until_a_chunk_of_characters_then_are_written() -> None:
+    """add_header counts each field's line (name, value, ': ' and CRLF) and writes the waiting fields
+    once CHUNK characters wait; the count starts again after each write."""
+    spool = Spool(None, 1 << 20)
+    spool.add_header(*field_of(CHUNK - 1))
+    assert spool.size == 0  # one character short: still waiting
+    spool.add_header("A", "")  # 5 characters more: written
+    assert spool.size == CHUNK + 4
+    spool.add_header(*field_of(CHUNK))  # exactly CHUNK after a write: written at once
+    assert spool.size == 2 * CHUNK + 4
+    spool.add_header(*field_of(CHUNK - 1))
+    assert spool.size == 2 * CHUNK + 4  # waiting again
+    spool.end_headers()
+    fields = [field_of(CHUNK - 1), ("A", ""), field_of(CHUNK), field_of(CHUNK - 1)]
+    assert b"".join(spool.chunks()) == header_block(fields)  # the fields in order, then the empty line
+    first = Spool(None, 1 << 20)
+    first.add_header(*field_of(CHUNK))  # the first field alone reaches CHUNK
+    assert first.size == CHUNK
+
+
+def test_the_spool_stays_in_memory_up_to_its_threshold_and_goes_to_disk_past_it() -> None:
+    spool = Spool(None, 100)
+    spool.end_headers()
+    spool.write(b"x" * 98)
+    assert spool.size == 100 and spool.on_disk is False and spool.closed is False  # exactly the threshold
+    spool.write(b"y")
+    assert spool.on_disk is True
+    assert b"".join(spool.chunks()) == b"\r\n" + b"x" * 98 + b"y"
+    spool.close()
+    assert spool.closed is True
+
+
+ROLL_OVER_ON_A_FULL_DISK = """
+import os, resource, sys
+from govmilter.spool import Spool
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # the disk is full at 4 kB (EFBIG)
+spool = Spool(sys.argv[1], 8192)
+try:
+    spool.write(b"x" * 10000)
+except OSError as exc:
+    error = exc  # kept: its traceback holds the frame that made the temporary file
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    print(type(error).__name__, sum("/govmilter-" in name for name in names))
+"""
+
+
+def test_a_roll_over_to_a_full_disk_fails_and_closes_its_temporary_file(tmp_path: Any) -> None:
+    """The error goes up (the adapter answers 451); the half-written file is not left open."""
+    run = subprocess.run(
+        [sys.executable, "-c", ROLL_OVER_ON_A_FULL_DISK, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert run.stdout.split() == ["OSError", "0"], run.stdout + run.stderr
+
+
+def test_a_crlf_split_by_the_read_chunk_and_a_last_lone_cr_come_back_as_they_were() -> None:
+    body = b"a" * (CHUNK - 1) + b"\r\n" + b"b\r"  # the first read of the body ends between CR and LF
+    fields, chunks = read_message_file(io.BytesIO(b"Subject: x\r\n\r\n" + body))
+    assert fields == [("Subject", "x")]
+    assert b"".join(chunks) == body

@@ -1,8 +1,9 @@
-"""Command line: run | scan | rules check | rules keys | rules test | config check | doctor | version."""
+"""Command line: run | scan | rules check|help|test | config check | doctor | trace | ratelimit | version."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -64,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     rules_check = rules_commands.add_parser("check", help="validate the rule files; non-zero exit on any error")
     _common(rules_check)
     rules_check.add_argument("dir", nargs="?", help="rule directory (default: [rules] dir of the config)")
-    rules_keys = rules_commands.add_parser("keys", help="print the keys of a kind of rule file (the header block)")
-    rules_keys.add_argument("kind", nargs="?", help="forwarding, attachments, dnsbl or content (default: all)")
+    rules_help = rules_commands.add_parser(
+        "help", aliases=["keys"], help="print the keys of a kind of rule file (the header block); alias: keys"
+    )
+    rules_help.add_argument("kind", nargs="?", help=f"{', '.join(rule_schemas())} (default: all)")
     rules_test = rules_commands.add_parser(
         "test", help="scan each NAME.eml of a folder with its NAME.toml (envelope, expect); non-zero exit on a failure"
     )
@@ -104,8 +107,48 @@ def _parser() -> argparse.ArgumentParser:
         "--out", metavar="FILE", help="key file to write (default: DOMAIN.SELECTOR.pem); never overwritten"
     )
 
+    ratelimit = commands.add_parser("ratelimit", help="outbound rate limits: the shared buckets in Redis")
+    ratelimit_commands = ratelimit.add_subparsers(dest="ratelimit_command", required=True)
+    rl_status = ratelimit_commands.add_parser("status", help="subjects over a limit and held; or one subject's buckets")
+    _common(rl_status)
+    rl_status.add_argument("account", nargs="?", default="", help="an account, address, client IP or domain")
+    rl_release = ratelimit_commands.add_parser("release", help="lift the hold of an account (after its password reset)")
+    _common(rl_release)
+    rl_release.add_argument("account", help="the account, address, client IP or domain that is held")
+
+    trace = commands.add_parser(
+        "trace",
+        help="search the decision history: who sent what to whom, which rules hit, what the sender was answered",
+    )
+    _common(trace)
+    trace.add_argument("--from", dest="mail_from", metavar="ADDR", help="envelope sender")
+    trace.add_argument("--to", dest="rcpt", metavar="ADDR", help="envelope recipient")
+    trace.add_argument("--rule", metavar="RULE", help="a rule id that hit (enforced or monitored)")
+    trace.add_argument("--action", choices=("accept", "reject", "tempfail", "discard"), help="the final action")
+    trace.add_argument("--since", metavar="WHEN", help="1h, 7d, 30m, today, yesterday, or a date/time")
+    trace.add_argument("--between", metavar="START..END", help="a time range: 2026-12-01..2026-12-03 08:00")
+    trace.add_argument("--queue-id", metavar="ID", help="Postfix's queue id")
+    trace.add_argument("--message-id", metavar="ID", help="the Message-ID header (with or without <>)")
+    trace.add_argument("--subject", metavar="WORDS", help="words of the Subject, each must appear")
+    trace.add_argument("--limit", type=int, default=100, metavar="N", help="at most N messages (default 100)")
+    trace.add_argument("--json", action="store_true", help="one JSON object per line (the scripts' contract)")
+    trace.add_argument(
+        "--rules", action="store_true", help="a per-rule summary: hits, refusals, would-be refusals in monitor mode"
+    )
+
     commands.add_parser("version", help="print the version")
     return parser
+
+
+def cmd_ratelimit(args: argparse.Namespace) -> int:
+    from govmilter.checks.ratelimit import admin
+    from govmilter.checks.ratelimit.rules import RULE_KIND, RatelimitRules
+
+    config = _load(args)
+    rules = load_ruleset(config.rules.dir, rule_compilers()).get(RULE_KIND) or RatelimitRules()
+    if args.ratelimit_command == "release":
+        return admin.run_release(config, rules, args.account, print)
+    return admin.report_status(config, rules, args.account, print)
 
 
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:
@@ -125,7 +168,12 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(path, args.set)
 
 
-def _setup_logging(level: str) -> None:
+def _offline(config: Config) -> Config:
+    """A scan from the command line never takes tokens from the rate-limit buckets the gateway shares."""
+    return dataclasses.replace(config, ratelimit=dataclasses.replace(config.ratelimit, redis_url=""))
+
+
+def _setup_logging(level: str, fmt: str = "logfmt") -> None:
     # libmilter runs each connection on a new C thread: naming it for every log record
     # would create (and keep) a threading._DummyThread per connection
     logging.logThreads = False
@@ -133,7 +181,7 @@ def _setup_logging(level: str) -> None:
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     # one record, one line, even a traceback; journald's own timestamp when stderr is the journal
-    handler.setFormatter(daemon_formatter(sys.stderr))
+    handler.setFormatter(daemon_formatter(sys.stderr, fmt=fmt))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
@@ -142,14 +190,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from govmilter.runtime import Runtime
 
     config = _load(args)
-    _setup_logging(config.log.level)
+    _setup_logging(config.log.level, config.log.format)
     runtime = Runtime(config, skip=args.skip)
+    runtime.start_history()  # the store opens in the writer's thread: a store down never stops the start
     runtime.prepare_unix_socket()
     runtime.rules.start_watching(config.rules.reload_interval)
     if config.metrics.listen:
         httpd.start(config.metrics.listen, runtime.metrics.registry, runtime.health)
     status = adapter.serve(runtime)  # returns after SIGTERM/SIGINT and the drain
     runtime.rules.stop()
+    runtime.stop_history()  # what is queued is written (a few seconds at most)
     logging.shutdown()
     sys.stderr.flush()
     # libmilter's threads may still hold a connection the drain gave up on: end the process here,
@@ -160,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from govmilter.offline import report, scan_message
 
-    config = _load(args)
+    config = _offline(_load(args))
     _setup_logging("warning")
     metrics = Metrics()
     ruleset = load_ruleset(config.rules.dir, rule_compilers())
@@ -204,7 +254,7 @@ def _config_path(args: argparse.Namespace) -> str | None:
 def cmd_rules_test(args: argparse.Namespace) -> int:
     from govmilter.offline import check_sample, table
 
-    config = _load(args)
+    config = _offline(_load(args))
     _setup_logging("error")
     directory = args.rules or config.rules.dir
     samples = sorted(Path(args.dir).glob("*.eml"))
@@ -232,7 +282,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rules_keys(args: argparse.Namespace) -> int:
+def cmd_rules_help(args: argparse.Namespace) -> int:
     schemas = rule_schemas()
     if args.kind and args.kind not in schemas:
         print(f"unknown kind {args.kind!r}; known: {', '.join(schemas)}", file=sys.stderr)
@@ -257,6 +307,61 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.run(path, args.set, options, print)
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    import sqlite3
+    import time
+
+    from govmilter.history import query
+    from govmilter.history.store import Query, StoreUnavailable, open_store, redact
+
+    config = _load(args)
+    settings = config.history
+    since: float | None = None
+    until: float | None = None
+    if args.since and args.between:
+        raise ValueError("give --since or --between, not both")
+    if args.since:
+        since, until = query.parse_since(args.since, time.time())
+    if args.between:
+        since, until = query.parse_between(args.between)
+    where = redact(settings.url) if settings.url else settings.path
+    try:
+        store = open_store(settings.path, settings.url, readonly=True)
+    except (StoreUnavailable, sqlite3.Error, FileNotFoundError) as exc:
+        print(f"error: the history store {where} cannot be read: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.rules:
+            rows = store.rule_summary(since, until)
+            print("\n".join(query.summary_json(row) for row in rows) if args.json else query.summary_table(rows))
+            return 0
+        found = store.search(
+            Query(
+                mail_from=args.mail_from or "",
+                rcpt=args.rcpt or "",
+                rule=args.rule or "",
+                action=args.action or "",
+                queue_id=args.queue_id or "",
+                message_id=args.message_id or "",
+                subject=args.subject or "",
+                since=since,
+                until=until,
+                limit=args.limit,
+            )
+        )
+    except (StoreUnavailable, sqlite3.Error) as exc:
+        print(f"error: the history store {where} cannot be read: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.json:
+        for record in found:
+            print(query.as_json(record))
+    else:
+        print("\n\n".join(query.readable(record) for record in found) or "no message found")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -267,13 +372,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rules":
             if args.rules_command == "test":
                 return cmd_rules_test(args)
-            return cmd_rules_keys(args) if args.rules_command == "keys" else cmd_rules_check(args)
+            return cmd_rules_help(args) if args.rules_command in ("help", "keys") else cmd_rules_check(args)
         if args.command == "config":
             return cmd_config_check(args)
         if args.command == "doctor":
             return cmd_doctor(args)
+        if args.command == "ratelimit":
+            return cmd_ratelimit(args)
         if args.command == "dkim":
             return cmd_dkim_keygen(args)
+        if args.command == "trace":
+            return cmd_trace(args)
         print(f"govmilter {__version__}")
         return 0
     except ConfigError as exc:

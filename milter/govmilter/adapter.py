@@ -12,7 +12,6 @@ import functools
 import gc
 import logging
 import os
-import re
 import signal
 import socket
 import threading
@@ -25,7 +24,7 @@ import Milter
 import milter as _pymilter_c
 
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
-from govmilter.runtime import ANSWER_WINDOW, Runtime, shutdown_verdict
+from govmilter.runtime import ANSWER_WINDOW, Runtime, bind, header_value, reply_text, shutdown_verdict
 
 log = logging.getLogger("govmilter.adapter")
 
@@ -38,7 +37,7 @@ GC_YOUNG_THRESHOLD = 20000  # allocations between young-generation collections (
 # (which lacks the client's address: the connect step is negotiated away). Every other stage
 # keeps Postfix's defaults, which already carry the queue id "i": asking for a list costs a
 # GIL round trip per connection in pymilter, so only the one list that must change is asked.
-MAIL_MACROS = "i {auth_authen} {client_addr} {client_name} s"  # s: the HELO name (SPF of the null sender)
+MAIL_MACROS = "i {auth_authen} {client_addr} {client_name} s"  # s: the HELO name under Sendmail (not Postfix)
 
 _RETURN_CODES = {
     Action.REJECT: Milter.REJECT,
@@ -48,19 +47,9 @@ _RETURN_CODES = {
 }
 
 
-def _reply_text(text: str) -> str:
-    # libmilter silently drops a reply with a lone '%'; CR/LF would break the reply line
-    return "".join(c if " " <= c < "\x7f" and c != "%" else " " for c in text)
-
-
-def _header_text(text: str) -> str:
-    """A header value for smfi_addheader: as _reply_text, but a fold (newline + white space) stays a fold."""
-    if "\n" not in text:
-        return _reply_text(text)
-    return "\n".join(_reply_text(part) for part in _FOLD.split(text))
-
-
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
+# what libmilter is handed, escaped by text/escape.py (re-exported by runtime)
+_reply_text = reply_text
+_header_text = header_value
 
 
 def guarded(where: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -86,6 +75,7 @@ class GovMilter(Milter.Base):
         self.rt = runtime
         self.connect_ip = ""  # from the connect step, when it is not negotiated away
         self.connect_host = ""
+        self.helo = ""  # the last HELO/EHLO name of this connection
         self.tx: Transaction | None = None
         self.started = 0.0
         self.failure: Verdict | None = None  # an error in a no-reply callback, answered at the next reply
@@ -138,8 +128,14 @@ class GovMilter(Milter.Base):
             self.connect_ip = hostaddr
         return Milter.CONTINUE
 
-    @Milter.nocallback
-    def hello(self, heloname: str) -> int:  # no check reads HELO: Postfix need not send it
+    @Milter.noreply
+    def hello(self, heloname: str) -> int:
+        """Only remembered: the HELO name is the SPF identity of the null sender (RFC 7208 2.3).
+
+        Postfix has no macro for it (it never fills in the sendmail macro s), so the step is
+        kept, without a reply (SMFIP_NR_HELO): Postfix does not wait for us at HELO.
+        """
+        self.helo = heloname or ""
         return Milter.CONTINUE
 
     # message ----------------------------------------------------------------
@@ -153,7 +149,7 @@ class GovMilter(Milter.Base):
         envelope = Envelope(
             client_ip=client_ip,
             client_host=self.getsymval("{client_name}") or self.connect_host,
-            helo=self.getsymval("s") or "",
+            helo=self.helo or self.getsymval("s") or "",
             mail_from=mailfrom.strip().removeprefix("<").removesuffix(">"),
             mail_params=_esmtp_params(params),
             auth_user=self.getsymval("{auth_authen}") or "",
@@ -170,6 +166,7 @@ class GovMilter(Milter.Base):
         )
         tx.facts_loader = functools.partial(self.rt.walk, tx)
         self.tx = tx
+        bind(envelope.queue_id)  # this thread's log lines carry the queue id
         drain = self.rt.drain
         if drain.refusing:  # stopping: no new transaction
             drain.answered += 1
@@ -202,6 +199,7 @@ class GovMilter(Milter.Base):
             self.tx.end_headers()
             if self.tx.envelope.queue_id == "":
                 self.tx.envelope.queue_id = self.getsymval("i") or ""
+                bind(self.tx.envelope.queue_id)
         return self._stage(Stage.HEADERS)
 
     @guarded("body")
@@ -223,6 +221,7 @@ class GovMilter(Milter.Base):
         tx.end_headers()  # a message without a body
         if not tx.envelope.queue_id:
             tx.envelope.queue_id = self.getsymval("i") or ""
+            bind(tx.envelope.queue_id)
         verdict = self.rt.pipeline.run(Stage.EOM, tx)
         if verdict is None:
             verdict = self.rt.accept_verdict(tx)
@@ -267,7 +266,8 @@ class GovMilter(Milter.Base):
     def _answer(self, verdict: Verdict) -> int:
         """Reply to Postfix, log and count the decision, and end the message."""
         if verdict.action in (Action.REJECT, Action.TEMPFAIL) and verdict.code:
-            self.setreply(verdict.code, verdict.enhanced or None, _reply_text(verdict.text))
+            # the text, the reference the helpdesk looks up, the contact line: one reply line each
+            self.setreply(verdict.code, verdict.enhanced or None, *self.rt.reply_lines(self.tx, verdict))
         if self.tx is not None:
             elapsed = time.perf_counter() - self.started if self.started else None
             self.rt.record(self.tx, verdict, elapsed)
@@ -292,6 +292,7 @@ class GovMilter(Milter.Base):
         """Release the message: its spool and what its MIME walk holds."""
         tx, self.tx = self.tx, None
         self.started = 0.0
+        bind("")
         if tx is not None:
             self.rt.drain.closed(self)
             try:
@@ -335,11 +336,13 @@ def _inet_port(conn: str) -> int | None:
 def _register(name: str) -> None:
     """Hand libmilter our callbacks (what pymilter's runmilter does, minus three of them).
 
-    DATA, HELO and unknown commands get no Python callback: pymilter's C layer then answers
+    DATA and unknown commands get no Python callback: pymilter's C layer then answers
     them itself, without taking the GIL. Over TCP the DATA step stays negotiated (see
-    protocol_mask) and is answered at C speed.
+    protocol_mask) and is answered at C speed. HELO has a callback that only stores the name
+    and is negotiated without a reply (libmilter offers no HELO step at all without one).
     """
     libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, name: ctx.getpriv().hello(name))
     libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
     libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
     libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))

@@ -65,6 +65,8 @@ class MilterConfig:
     # every check in monitor mode (a burn-in): would-be refusals are logged, counted and tagged
     # X-Govmilter-Monitor, nothing is refused or deferred on policy; our own errors still answer 451
     monitor: bool = False
+    # a line added to every refusal after its reference (e.g. the helpdesk's phone and address); "" adds none
+    reply_contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -266,10 +268,26 @@ class AuthConfig:
     dmarc_reject: str = "reject"  # a DMARC failure under p=reject: reject (550 5.7.1) | tag | monitor
     trusted_arc_sealers: tuple[str, ...] = ()  # domains whose ARC seal may override a DMARC failure
     max_signatures: int = 5  # DKIM signatures verified per message; the rest are reported as not checked
-    max_message_bytes: int = 33554432  # messages past this are not read into memory for DKIM and ARC (32 MiB)
+    max_message_bytes: int = 33554432  # messages past this are not verified: DKIM streams, ARC reads it whole (32 MiB)
     reply_text: str = (
         f"Thu gia mao ten mien {{domain}}: chinh sach DMARC cua ten mien yeu cau tu choi ({reg.BLOCKLISTS})"
         " - {domain} publishes DMARC p={policy} and this message failed DMARC authentication"
+    )
+
+
+@dataclass(frozen=True)
+class ImpersonationConfig:
+    """Mail posing as the state: spoofed state domains, look-alikes, fake state senders (checks/impersonation/)."""
+
+    enabled: bool = True
+    max_links: int = 200  # links judged per message (deceptive text, IP, shortener, look-alike); the rest are not
+    reply_text: str = (
+        f"Thu gia mao co quan nha nuoc, ten mien {{domain}} ({reg.IMPERSONATION})"
+        " - message refused: it impersonates the state domain {domain}"
+    )
+    reply_text_tempfail: str = (
+        f"Chua xac thuc duoc thu cua ten mien {{domain}} do loi DNS, vui long gui lai sau ({reg.IMPERSONATION})"
+        " - try again later: the sender of the state domain {domain} could not be verified (DNS)"
     )
 
 
@@ -295,6 +313,10 @@ class ContentConfig:
     enabled: bool = True
     tag_threshold: float = 5.0  # score at which X-Spam-Flag: YES is added
     reject_threshold: float = 10.0  # score at which the message is refused
+    # the same for outbound mail (trusted relays, AUTH users): a compromised account sends the phishing it
+    # received; an outbound message judged spam also counts against the account ([ratelimit] spam_factor)
+    outbound_tag_threshold: float = 5.0
+    outbound_reject_threshold: float = 10.0
     reply_code: str = "550"
     reply_enhanced: str = "5.7.1"
     gtube: bool = True  # the GTUBE test string scores 1000 (an end-to-end test of the reject path)
@@ -315,13 +337,48 @@ class ContentConfig:
         f"Noi dung thu vi pham quy dinh cua he thong thu cong vu ({reg.CONTENT})"
         " - message refused by content rule {rule}"
     )
+    # the refusal by score to an internal sender (trusted relay or authenticated): may name the rules
     reply_text_spam: str = (
-        f"Thu bi tu choi vi bi danh gia la thu rac, diem {{score}} ({reg.SPAM_SCORE})"
+        f"Thu bi tu choi vi bi bo loc danh gia la thu rac, diem {{score}} ({reg.SPAM_SCORE})"
         " - message refused as spam, score {score} >= {threshold}: {rules}"
     )
+    # the same to an outside sender: the rule names are internal ({rules} may still be written here)
+    reply_text_spam_inbound: str = (
+        f"Thu bi tu choi vi bi bo loc danh gia la thu rac ({reg.SPAM_SCORE})"
+        " - message refused as spam (score {score}, limit {threshold})"
+    )
     reply_text_unreadable: str = (
-        f"Khong doc duoc noi dung tep dinh kem de kiem tra dau mat ({reg.SECRET_MARKINGS})"
-        " - an attached document could not be read to check it for state-secret markings"
+        f"Khong mo duoc tep dinh kem de kiem tra dau tai lieu mat, tep co mat khau hoac bi hong ({reg.SECRET_MARKINGS})"
+        " - an attached document could not be opened to check it for state-secret markings"
+    )
+
+
+@dataclass(frozen=True)
+class RatelimitConfig:
+    """Outbound rate limits (checks/ratelimit/): the limits are in rule files of kind "ratelimit"."""
+
+    enabled: bool = True
+    redis_url: str = ""  # redis://127.0.0.1:6379/0: the buckets shared by every node; "" = per node
+    redis_timeout: float = 0.5  # seconds per Redis call; past it this node's own buckets answer
+    redis_retry_interval: float = 10.0  # seconds Redis is left alone after a failure (one log line each)
+    redis_prefix: str = "govmilter:rl:"  # key namespace in a shared Redis
+    # buckets, over-limit marks and holds kept in process (no Redis, or Redis failing); past it the least
+    # recently used bucket is dropped and starts full again when next used (counted)
+    local_max_keys: int = 100000
+    over_limit_seconds: int = 3600  # how long a deferred account stays marked over its limit (gauge, status)
+    hold_seconds: int = 0  # how long a hold lasts; 0 = until `govmilter ratelimit release`
+    spam_factor: float = 10.0  # each recipient of an outbound message judged spam counts this many times
+    reply_text: str = (
+        f"Vuot qua gioi han gui thu {{limit}}: {{what_vi}}, thu se duoc gui lai sau ({reg.SPAM})"
+        " - sending limit {limit} reached: {what_en}, the message will be retried later"
+    )
+    reply_text_held: str = (
+        f"Tai khoan bi tam dung gui thu sau khi vuot gioi han {{limit}}, lien he quan tri he thong ({reg.SPAM})"
+        " - sending is held after the limit {limit} was exceeded; contact the mail administrators"
+    )
+    reply_text_too_large: str = (
+        f"Thu co qua nhieu nguoi nhan cho gioi han {{limit}} (toi da {{burst}} mot lan) ({reg.SPAM})"
+        " - more recipients in one message than the limit {limit} allows at once ({burst})"
     )
 
 
@@ -333,6 +390,23 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
+    # the daemon's stderr (the journal): "logfmt" (key=value, every value quoted as needed) or "json"
+    # (one object per line); either way nothing from the wire can add a field
+    format: str = "logfmt"
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    # one decision record per message, written off the hot path (docs/history.md)
+    enabled: bool = True
+    path: str = "/var/lib/govmilter/history.sqlite"  # the SQLite store (one node), mode file_mode
+    url: str = ""  # "postgresql://user:password@host/db": several nodes share it (path is then unused)
+    retention_days: float = 30.0  # records older than this are pruned
+    max_size_mb: int = 2048  # SQLite: past it the oldest records go first; 0 = no cap
+    prune_interval: float = 3600.0  # seconds between background prunes
+    queue_size: int = 10000  # records waiting for the store; past it a record is dropped and counted
+    file_mode: str = "0640"  # the SQLite file: the govmilter user writes, the group (officers) reads
+    group: str = ""  # group given the SQLite file ("" leaves it alone), e.g. an officers' group
 
 
 @dataclass(frozen=True)
@@ -348,10 +422,13 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    impersonation: ImpersonationConfig = field(default_factory=ImpersonationConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    ratelimit: RatelimitConfig = field(default_factory=RatelimitConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     source: str = "<defaults>"  # the file it came from, for messages
 
 
@@ -364,6 +441,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("antivirus", "on_size_limit"): ("tempfail", "accept", "reject"),
     ("antivirus", "on_expansion_limit"): ("tempfail", "accept", "reject"),
     ("log", "level"): ("debug", "info", "warning", "error"),
+    ("log", "format"): ("logfmt", "json"),
     ("content", "document_unreadable"): ("monitor", "reject"),
     ("auth", "dmarc_reject"): ("reject", "tag", "monitor"),
 }
@@ -391,9 +469,15 @@ _TEMPLATES: dict[tuple[str, str], frozenset[str]] = {
     ("antivirus", "reply_text_expansion_limit_tempfail"): frozenset(),
     ("dnsbl", "reply_text"): frozenset({"what_vi", "what_en", "subject", "zone"}),
     ("auth", "reply_text"): frozenset({"domain", "policy"}),
+    ("impersonation", "reply_text"): frozenset({"domain"}),
+    ("impersonation", "reply_text_tempfail"): frozenset({"domain"}),
     ("content", "reply_text"): frozenset({"rule"}),
     ("content", "reply_text_spam"): frozenset({"score", "threshold", "rules"}),
+    ("content", "reply_text_spam_inbound"): frozenset({"score", "threshold", "rules"}),
     ("content", "reply_text_unreadable"): frozenset(),
+    ("ratelimit", "reply_text"): frozenset({"limit", "what_vi", "what_en"}),
+    ("ratelimit", "reply_text_held"): frozenset({"limit", "what_vi", "what_en"}),
+    ("ratelimit", "reply_text_too_large"): frozenset({"limit", "what_vi", "what_en", "burst"}),
 }
 
 
@@ -558,6 +642,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [milter] shutdown_grace must be between 0 and 3600 seconds")
     if milter.timeout < 0:  # 0 keeps libmilter's own (7210 s)
         raise ConfigError(f"{src}: [milter] timeout must be 0 (libmilter's default) or a number of seconds")
+    if milter.reply_contact:
+        _check_reply(f"{src}: [milter] reply_contact", milter.reply_contact, frozenset())
     antivirus = config.antivirus
     for address in antivirus.clamd:
         try:
@@ -587,6 +673,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [dns] cache_entries, negative_ttl and the breaker must not be negative")
     if dns.failure_log_interval <= 0:
         raise ConfigError(f"{src}: [dns] failure_log_interval must be positive")
+    if config.impersonation.max_links < 0:
+        raise ConfigError(f"{src}: [impersonation] max_links must be 0 or more")
     if config.auth.max_message_bytes < 1:
         raise ConfigError(f"{src}: [auth] max_message_bytes must be positive")
     if not 0 <= config.auth.max_signatures <= 50:
@@ -599,6 +687,17 @@ def _validate(config: Config) -> None:
         seen_keys.add(pair)
     if config.content.reject_threshold < config.content.tag_threshold:
         raise ConfigError(f"{src}: [content] reject_threshold must not be below tag_threshold")
+    if config.content.outbound_reject_threshold < config.content.outbound_tag_threshold:
+        raise ConfigError(f"{src}: [content] outbound_reject_threshold must not be below outbound_tag_threshold")
+    ratelimit = config.ratelimit
+    if ratelimit.redis_timeout <= 0 or ratelimit.redis_retry_interval < 0:
+        raise ConfigError(f"{src}: [ratelimit] redis_timeout must be positive, redis_retry_interval not negative")
+    if ratelimit.local_max_keys < 1 or ratelimit.over_limit_seconds < 1 or ratelimit.hold_seconds < 0:
+        raise ConfigError(
+            f"{src}: [ratelimit] local_max_keys and over_limit_seconds must be positive, hold_seconds not negative"
+        )
+    if ratelimit.spam_factor < 1:
+        raise ConfigError(f"{src}: [ratelimit] spam_factor must be at least 1")
     content = config.content
     if content.document_max_bytes < 1 or content.document_max_count < 0 or content.document_seconds <= 0:
         raise ConfigError(
@@ -612,10 +711,32 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [content] document_memory must be at least 16777216 (16 MiB)")
     for (table, key), allowed in _TEMPLATES.items():
         _check_reply(f"{src}: [{table}] {key}", getattr(getattr(config, table), key), allowed)
+    history = config.history
+    if history.url and not history.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{src}: [history] url must start with postgresql:// (or be empty for SQLite)")
+    if history.enabled and not history.url and not history.path:
+        raise ConfigError(f"{src}: [history] path: no file (or enabled = false)")
+    if history.retention_days <= 0 or history.max_size_mb < 0 or history.prune_interval <= 0:
+        raise ConfigError(
+            f"{src}: [history] retention_days and prune_interval must be positive, max_size_mb not negative"
+        )
+    if not 1 <= history.queue_size <= 1_000_000:
+        raise ConfigError(f"{src}: [history] queue_size must be between 1 and 1000000")
+    try:
+        int(history.file_mode, 8)
+    except ValueError as exc:
+        raise ConfigError(f"{src}: [history] file_mode = {history.file_mode!r}: expected octal") from exc
     if config.metrics.listen:
         host, sep, port = config.metrics.listen.rpartition(":")
         if not sep or not port.isdigit() or not host:
             raise ConfigError(f"{src}: [metrics] listen = {config.metrics.listen!r}: expected HOST:PORT")
+
+
+def _history_summary(history: HistoryConfig) -> str:
+    if not history.enabled:
+        return "off"
+    where = "PostgreSQL ([history] url)" if history.url else history.path  # the url may hold a password
+    return f"{where}, {history.retention_days:g} days"
 
 
 def summary(config: Config) -> str:
@@ -632,5 +753,6 @@ def summary(config: Config) -> str:
             f"  DNS resolver     {config.dns.resolver}:{config.dns.port}",
             f"  attachment cap   {config.size.attachment_limit} bytes",
             f"  metrics          {config.metrics.listen or 'off'}",
+            f"  history          {_history_summary(config.history)}",
         ]
     )

@@ -1,28 +1,34 @@
-"""The final decision of a message: its verdict, its added headers, its log line.
+"""The final decision of a message: its verdict, its added headers, its log line, its record.
 
-Shared by the daemon (adapter.py) and `govmilter scan`, so both say the same.
+Shared by the daemon (adapter.py) and `govmilter scan`, so both say the same. record() builds
+the message's decision record once (history/record.py), writes its one log line and hands the
+record to the history writer when the daemon runs one.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+from typing import Protocol
 
 from govmilter import __version__
-from govmilter.logfmt import fields
+from govmilter.history.record import DecisionRecord, build
+from govmilter.logfmt import Line, Pair
 from govmilter.metrics import Metrics
 from govmilter.model import OWN_HEADER_PREFIXES, Action, Mode, Transaction, Verdict
+from govmilter.text.escape import log_plain
 
 log = logging.getLogger("govmilter.decision")
 
-# C0 and C1 controls, Unicode line separators, lone surrogates (undecodable bytes from the wire)
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+class RecordSink(Protocol):
+    """Where decision records go (history.writer.HistoryWriter): submit never waits."""
+
+    def submit(self, record: DecisionRecord) -> bool: ...
 
 
 def clean(value: str, limit: int = 200) -> str:
-    """Make a value from the wire safe for one log line: no control characters, bounded."""
-    value = _UNSAFE.sub("?", value)
-    return value if len(value) <= limit else value[:limit] + "..."
+    """Make a value from the wire safe for the free text of a log line: no control characters, bounded."""
+    return log_plain(value, limit)
 
 
 _REFUSALS = (Action.REJECT, Action.TEMPFAIL, Action.DISCARD)
@@ -61,14 +67,24 @@ def forged_headers(tx: Transaction) -> list[tuple[str, int]]:
     return [*found[::-1], *extra]
 
 
-def record(tx: Transaction, verdict: Verdict, metrics: Metrics, elapsed: float | None = None) -> None:
-    """Count the decision and write its one log line."""
+def record(
+    tx: Transaction,
+    verdict: Verdict,
+    metrics: Metrics,
+    elapsed: float | None = None,
+    history: RecordSink | None = None,
+) -> None:
+    """Count the decision, write its one log line, and hand its record to the history."""
     metrics.messages.labels(action=verdict.action.value, check=verdict.check or "none").inc()
     if elapsed is not None:
         metrics.message_duration.observe(elapsed)
     metrics.message_size.observe(tx.raw_size)
     if log.isEnabledFor(logging.INFO):  # the line costs more than the rest of the bookkeeping
-        log.info(log_line(tx, verdict, elapsed))
+        line = Line(log_pairs(tx, verdict, elapsed))
+        # printed as logfmt, or as JSON keys ([log] format = "json"): the formatter chooses
+        log.info("%s", line, extra={"fields": line})
+    if history is not None:
+        history.submit(build(tx, verdict, elapsed))
 
 
 def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> str:
@@ -76,12 +92,19 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
 
     A value from the wire (queue id, client, MAIL FROM, recipients, rule, reply) is bare only
     when it is a safe token, else quoted and escaped (logfmt.quote): it can never add a field.
+    Each value is at most 200 characters written (recipients, reply and hits 400), escapes
+    included: the whole line stays under 2 500 whatever the wire carries.
     """
+    return str(Line(log_pairs(tx, verdict, elapsed)))
+
+
+def log_pairs(tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> list[Pair]:
+    """The fields of the decision line, in order: (key, value) or (key, value, limit)."""
     env = tx.envelope
     monitored = ",".join(f"{h.check}/{h.rule}" for h in tx.hits if h.mode is Mode.MONITOR and h.rule)
     # the first monitored refusal: what the message would have been answered in enforce mode
     would = next((h for h in tx.hits if h.mode is Mode.MONITOR and h.action in _REFUSALS), None)
-    pairs: list[tuple[str, str] | tuple[str, str, int]] = [
+    pairs: list[Pair] = [
         ("queue_id", env.queue_id or "-"),
         ("client", env.client_ip or "-"),
         ("auth", "yes" if env.auth_user else "no"),
@@ -93,7 +116,12 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
         ("reply", verdict.smtp_reply(), 400),
         ("ruleset", tx.ruleset.version),
         ("size", str(tx.raw_size)),
+        ("message_id", (tx.first_header("Message-ID").strip() if tx.headers else "") or "-"),
     ]
+    # every finding, not only the deciding one: a scored delivery names the rules that scored
+    hits = ",".join(f"{h.check}/{h.rule}" + (":monitor" if h.mode is Mode.MONITOR else "") for h in tx.hits if h.rule)
+    if hits:
+        pairs.append(("hits", hits, 400))
     if monitored:
         pairs.append(("monitor", monitored))
     if would is not None:
@@ -106,6 +134,4 @@ def log_line(tx: Transaction, verdict: Verdict, elapsed: float | None = None) ->
             pairs.append(("would", outcome))
     if elapsed is not None:
         pairs.append(("ms", f"{elapsed * 1000:.1f}"))
-    # each value at most 200 characters written (recipients and reply 400), escapes included:
-    # the whole line stays under 2 000 whatever the wire carries
-    return fields(pairs, limit=200)
+    return pairs

@@ -110,6 +110,41 @@ class Metrics:
             registry=r,
         )
 
+        # outbound rate limits (checks/ratelimit/)
+        self.ratelimit_deferred = Counter(
+            "govmilter_ratelimit_deferred_total",
+            "Messages a rate limit stopped, by limit (rule) and result: limit (451), held (451 until released),"
+            " too-large (550: more than the burst in one message), monitor (would have been deferred)",
+            ["rule", "result"],
+            registry=r,
+        )
+        self.ratelimit_over_limit = Gauge(
+            "govmilter_ratelimit_over_limit_accounts",
+            "Subjects (accounts, addresses, domains) this node deferred within [ratelimit] over_limit_seconds",
+            ["rule"],
+            registry=r,
+        )
+        self.ratelimit_fallbacks = Counter(
+            "govmilter_ratelimit_fallbacks_total",
+            "Rate-limit decisions taken with this node's own buckets because Redis failed or is paused",
+            ["op"],
+            registry=r,
+        )
+        self.ratelimit_spam_charged = Counter(
+            "govmilter_ratelimit_spam_charged_total",
+            "Outbound messages judged spam whose recipients counted [ratelimit] spam_factor times",
+            registry=r,
+        )
+        self.ratelimit_local_buckets = Gauge(
+            "govmilter_ratelimit_local_buckets", "Token buckets held in this process", registry=r
+        )
+        self.ratelimit_local_evictions = Counter(
+            "govmilter_ratelimit_local_evictions_total",
+            "In-process buckets, marks or holds dropped past [ratelimit] local_max_keys (least recently used)",
+            registry=r,
+        )
+        self.ratelimit_fallbacks.labels(op="charge")  # at 0 from the start: the alert sees the first one
+
         # antivirus
         self.scans = Counter(
             "govmilter_antivirus_scans_total",
@@ -175,6 +210,13 @@ class Metrics:
             ["domain", "result"],
             registry=r,
         )
+        # impersonation (checks/impersonation/): `protected` is a name from [domains] or rules/impersonation.toml
+        self.impersonation_hits = Counter(
+            "govmilter_impersonation_hits_total",
+            "Impersonation findings by kind (spoofed-local, lookalike-prefix, display-name, ...) and protected name",
+            ["kind", "protected"],
+            registry=r,
+        )
         self.spam_score = Histogram(
             "govmilter_spam_score", "Content score per scored message", buckets=SCORE_BUCKETS, registry=r
         )
@@ -201,6 +243,29 @@ class Metrics:
         )
         for outcome in RELOAD_OUTCOMES:  # present from the start, so increase() sees the first failure
             self.rule_reloads.labels(outcome=outcome)
+
+        # decision history (history/): the writer thread and its store
+        self.history_written = Counter(
+            "govmilter_history_records_written_total", "Decision records written to the history store", registry=r
+        )
+        self.history_dropped = Counter(
+            "govmilter_history_records_dropped_total",
+            "Decision records not stored, by reason (queue_full, store_error, shutdown); mail is never delayed",
+            ["reason"],
+            registry=r,
+        )
+        self.history_store_up = Gauge(
+            "govmilter_history_store_up", "1 when the last write to the history store succeeded, 0 when not", registry=r
+        )
+        self.history_store_bytes = Gauge(
+            "govmilter_history_store_bytes", "Bytes the history store uses (SQLite pages in use, PostgreSQL tables)",
+            registry=r,
+        )  # fmt: skip
+        self.history_prunes = Counter(
+            "govmilter_history_prune_runs_total", "Background prunes of the history store, by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )  # fmt: skip
 
         self.build_info = Gauge(
             "govmilter_build_info", "Version information (value 1)", ["version", "python"], registry=r

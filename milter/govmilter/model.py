@@ -179,6 +179,18 @@ class Part:
     archive_expanded: int = 0  # a zip's entries' uncompressed sizes, summed (its central directory)
     archive_ratio: float = 0.0  # the largest uncompressed/compressed ratio of an entry of meaningful size
     archive_unreadable: str = ""  # a zip whose directory could not be read: the defect name
+    # members of a zip (at any depth) sampled for their true type as the bytes pass (mime/archives.py)
+    archive_members: tuple[ArchiveMember, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """A zip member's bytes that its true type needs: head, the ISO/UDF probes, the end if read."""
+
+    name: str
+    head: bytes
+    probes: tuple[tuple[int, bytes], ...] = ()
+    end: bytes = b""  # the last 512 bytes, when the member was read to its end
 
 
 class TextPart:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from govmilter import decision
+from govmilter import decision, replies
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.mime import Limits, walk
@@ -239,9 +239,10 @@ def report(
     lines.append("")
     content = config.content
     total = _enforced_score(result)
-    lines.append(
-        f"score       {total:.1f} (tag at {content.tag_threshold:g}, reject at {content.reject_threshold:g})"
-    )
+    tag_at, reject_at = content.tag_threshold, content.reject_threshold
+    if tx.envelope.internal:  # outbound mail has thresholds of its own
+        tag_at, reject_at = content.outbound_tag_threshold, content.outbound_reject_threshold
+    lines.append(f"score       {total:.1f} (tag at {tag_at:g}, reject at {reject_at:g})")
     monitor = tx.scratch.get("monitor_score")
     if monitor is not None:
         lines.append(f"monitor     with every monitored rule enforced: score {monitor[0]:.1f}, would {monitor[1]}")
@@ -251,6 +252,10 @@ def report(
             lines.append(f"monitor     {hit.check}/{hit.rule} would {hit.action.value}: {reply}")
     lines.append(f"verdict     {result.outcome} (at {result.stage.value}, by {result.verdict.check or 'no check'})")
     lines.append(f"reply       {result.verdict.smtp_reply() or '250 (accepted)'}")
+    if result.verdict.code and result.verdict.action in (Action.REJECT, Action.TEMPFAIL):
+        # the lines the daemon adds to a refusal (replies.py): the reference, the contact line
+        added = replies.reply_lines("", "<Postfix's queue id>", config.milter.reply_contact)
+        lines.extend(f"            {line}" for line in added)
     for name, value in result.verdict.headers:
         lines.append(f"header      {name}: {value}")
     return "\n".join(lines)

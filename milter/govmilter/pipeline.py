@@ -1,9 +1,10 @@
 """The ordered table of checks and the loop that runs them at each stage.
 
 A check is an object with a `name`, the `stages` it runs at and a
-`run(stage, tx) -> Sequence[Verdict]` method, and two hooks (checks.CheckHooks
+`run(stage, tx) -> Sequence[Verdict]` method, and hooks (checks.CheckHooks
 has them as no-ops): `accepted(tx)`, called once the message is accepted (the
-forwarding memory uses it), and `health()`, what /health reports for it. An
+forwarding memory uses it), `refused(tx, verdict)`, called on an enforced refusal
+(the rate limits count outbound spam), and `health()`, what /health reports. An
 exception inside a check becomes that check's 451 verdict: our own bug never
 accepts and never answers 5xx.
 
@@ -22,12 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from govmilter.checks import attachments, dnsbl, size
+from govmilter.checks import CheckHooks, attachments, dnsbl, size
 from govmilter.checks.antivirus import check as antivirus
 from govmilter.checks.auth import check as auth
 from govmilter.checks.auth import signing
 from govmilter.checks.content import check as content
 from govmilter.checks.forwarding import check as forwarding
+from govmilter.checks.impersonation import check as impersonation
+from govmilter.checks.ratelimit import check as ratelimit
 from govmilter.config import Config
 from govmilter.metrics import Metrics
 from govmilter.model import INTERNAL_ERROR, Mode, Stage, Transaction, Verdict, tempfail
@@ -70,7 +73,14 @@ CHECK_TABLE: tuple[CheckSpec, ...] = (
     CheckSpec("dnsbl", dnsbl.build, dnsbl.RULE_KIND, dnsbl.compile_rules, dnsbl.SCHEMA),
     # before content: the weights of its results join the spam score
     CheckSpec("auth", auth.build, auth.RULE_KIND, auth.compile_rules, auth.SCHEMA),
+    # after auth (it reads its DMARC/SPF/DKIM summary), before content (its scores join the spam score)
+    CheckSpec(
+        "impersonation", impersonation.build, impersonation.RULE_KIND, impersonation.compile_rules, impersonation.SCHEMA
+    ),
     CheckSpec("content", content.build, content.RULE_KIND, content.compile_rules, content.SCHEMA),
+    # after every check that refuses: only messages about to be accepted take tokens, and an outbound
+    # spam verdict of content counts against the account (checks/ratelimit/check.py says why at EOM)
+    CheckSpec("ratelimit", ratelimit.build, ratelimit.RULE_KIND, ratelimit.compile_rules, ratelimit.SCHEMA),
     # last: the outbound DKIM-Signature is made only once every other check has accepted the message
     CheckSpec("dkim", signing.build),
 )
@@ -110,6 +120,10 @@ class Pipeline:
             stage: tuple(c for c in self.checks if stage in c.stages) for stage in Stage
         }
         self._durations = {c.name: metrics.check_duration.labels(check=c.name) for c in self.checks}
+        # checks told of an enforced refusal (the ratelimit check counts outbound spam against the account)
+        self._on_refusal = tuple(
+            c for c in self.checks if getattr(type(c), "refused", CheckHooks.refused) is not CheckHooks.refused
+        )
 
     def needs(self, stage: Stage) -> bool:
         """Whether any check runs at this stage (the adapter negotiates the rest away)."""
@@ -139,6 +153,7 @@ class Pipeline:
                 if verdict.rule:
                     self.metrics.rule_hits.labels(check=verdict.check, rule=verdict.rule, mode=verdict.mode.value).inc()
                 if verdict.refuses:
+                    self._refused(tx, verdict)
                     return verdict
         return None
 
@@ -155,6 +170,15 @@ class Pipeline:
             return None
         seen.add(key)
         return dataclasses.replace(verdict, mode=Mode.MONITOR)
+
+    def _refused(self, tx: Transaction, verdict: Verdict) -> None:
+        """Tell the checks that care that a check refused this message."""
+        for check in self._on_refusal:
+            try:
+                check.refused(tx, verdict)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("check=%s refused-hook raised", check.name)
+                self.metrics.internal_errors.labels(where=check.name).inc()
 
     def accepted(self, tx: Transaction) -> None:
         """Tell the checks that care that this message was accepted."""

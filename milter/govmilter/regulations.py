@@ -19,3 +19,5 @@ FORWARDING = f"{DECISION} Dieu 8.5"  # automatic forwarding across the state bou
 BLOCKLIST_ARTICLE = "Dieu 10.2.c"  # technical measures against spam: blocklists, scoring
 BLOCKLISTS = f"{DECISION} {BLOCKLIST_ARTICLE}"
 SPAM_SCORE = f"{SPAM}, {BLOCKLIST_ARTICLE}"
+# Dieu 10.2.c: the operator blocks spam and unsuitable mail; mail impersonating a state body is such mail
+IMPERSONATION = f"{DECISION} {BLOCKLIST_ARTICLE}"

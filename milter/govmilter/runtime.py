@@ -10,9 +10,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from govmilter import __version__, decision
+from govmilter import __version__, decision, replies
 from govmilter.config import Config
-from govmilter.logfmt import fields
+from govmilter.history.writer import HistoryWriter
+from govmilter.logfmt import bind, fields
 from govmilter.metrics import Metrics
 from govmilter.mime import Limits, walk
 from govmilter.model import Action, MessageFacts, Transaction, Verdict
@@ -21,6 +22,11 @@ from govmilter.pipeline import Pipeline, build_checks, rule_compilers
 from govmilter.ruleset import RuleErrors, RuleSet, RuleStore
 from govmilter.ruleset.store import shown_problems
 from govmilter.spool import Spool
+from govmilter.text.escape import header_value, reply_text
+
+# for the adapter, which imports only model, pipeline and runtime: the escaping of what it hands
+# libmilter (text/escape.py), and the queue id its thread's log lines carry (logfmt.bind)
+__all__ = ["bind", "header_value", "reply_text"]
 
 log = logging.getLogger("govmilter.runtime")
 
@@ -123,6 +129,32 @@ class Runtime:
         # the text of a message past [size] text_memory characters spills to the spool directory
         self.walk_limits = Limits(text_memory=config.size.text_memory, spool_dir=config.milter.spool_dir)
         self.metrics.declare_checks(check.name for check in self.pipeline.checks)
+        self.history: HistoryWriter | None = None  # start_history(): `govmilter run` only
+
+    def start_history(self) -> HistoryWriter | None:
+        """Start the history writer ([history]); the store opens in its thread, never on the hot path."""
+        settings = self.config.history
+        if not settings.enabled:
+            return None
+        from govmilter.history.store import open_store
+
+        def opener() -> Any:
+            return open_store(settings.path, settings.url, mode=int(settings.file_mode, 8), group=settings.group)
+
+        self.history = HistoryWriter(
+            opener,
+            self.metrics,
+            queue_size=settings.queue_size,
+            retention_days=settings.retention_days,
+            max_bytes=settings.max_size_mb * 1024 * 1024,
+            prune_interval=settings.prune_interval,
+        )
+        self.history.start()
+        return self.history
+
+    def stop_history(self, timeout: float = 5.0) -> None:
+        if self.history is not None:
+            self.history.stop(timeout)
 
     def walk(self, tx: Transaction) -> MessageFacts:
         # its defects and attachment bytes are counted by the size check, which reads them on every message
@@ -143,8 +175,13 @@ class Runtime:
     def forged_headers(self, tx: Transaction) -> list[tuple[str, int]]:
         return decision.forged_headers(tx)
 
+    def reply_lines(self, tx: Transaction | None, verdict: Verdict) -> list[str]:
+        """A refusal's SMTP reply lines: its text, the reference the helpdesk looks up, the contact line."""
+        lines = replies.reply_lines(verdict.text, replies.reference(tx), self.config.milter.reply_contact)
+        return [reply_text(line) for line in lines]
+
     def record(self, tx: Transaction, verdict: Verdict, elapsed: float | None = None) -> None:
-        decision.record(tx, verdict, self.metrics, elapsed)
+        decision.record(tx, verdict, self.metrics, elapsed, self.history)
 
     def _on_reload(self, outcome: str, ruleset: RuleSet | None, errors: RuleErrors | None) -> None:
         self.last_reload = outcome

@@ -1,9 +1,11 @@
 """Attack: silence a refusing rule on the time-limited fallback engine by feeding it slow text first.
 
-The shipped secret-marking-attachment rule (outbound, reject) has a negative lookahead, so it runs on
+The shipped secret-marking-attachment rule (outbound, reject) had a negative lookahead, so it ran on
 `regex` with [content] pattern_time_limit_ms per message. Three zips listing 260 long names each that
 contain "mật" (the rule's prefilter literal) but no marking spend that time; the attachment named
-"TỐI MẬT" after them went out before the fix. A reject rule that could not finish now refuses."""
+"TỐI MẬT" after them went out before the fix. A reject rule that could not finish now refuses; and
+the shipped rule now runs on RE2 (its lookahead became an exception, `unless`), so the same filler
+costs it nothing and it refuses by its pattern. The old pattern stays here as an officer's rule."""
 
 from __future__ import annotations
 
@@ -51,8 +53,37 @@ def _message(zips: int, marked_name: str = "T%E1%BB%90I%20M%E1%BA%ACT.bin") -> b
     ).encode()
 
 
-def test_slow_filler_names_do_not_let_a_marked_attachment_out(caplog: pytest.LogCaptureFixture) -> None:
+# the shipped rule of earlier versions: a negative lookahead, on the fallback engine
+OLD_PATTERN = (
+    r"(?:^|[\W_])(?:TUYỆT|TỐI)[\s_.-]*MẬT(?:[\W_]|$)|(?i:^(?!.*(?:hướng[\s_.-]*dẫn|quy[\s_.-]*(?:định|chế)))"
+    r".*?(?:^|[\W_])(?:tuyệt|tối)[\s_.-]*mật(?:[\W_]|$))"
+)
+OLD_RULE = f"""kind = "content"
+[[rule]]
+id = "secret-marking-attachment"
+target = "attachment-name"
+pattern = '''{OLD_PATTERN}'''
+case_sensitive = true
+direction = "outbound"
+action = "reject"
+"""
+
+
+def test_the_shipped_rule_refuses_by_its_pattern_whatever_the_filler() -> None:
     harness = Harness(overrides=["content.pattern_time_limit_ms=20"], skip=ONLY_CONTENT)
+    result = harness.scan(_message(3), **OUTBOUND)
+    verdict = result.verdict
+    result.close()
+    assert verdict.action is Action.REJECT and verdict.rule == "secret-marking-attachment", verdict
+    assert "matched" in verdict.reason and "unchecked" not in verdict.reason
+    assert harness.metrics.content_rules_skipped.labels(rule="secret-marking-attachment")._value.get() == 0
+
+
+def test_slow_filler_names_do_not_let_a_marked_attachment_out(
+    caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    (tmp_path / "content.toml").write_text(OLD_RULE, encoding="utf-8")
+    harness = Harness(overrides=["content.pattern_time_limit_ms=20"], skip=ONLY_CONTENT, rules_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="govmilter.content"):
         result = harness.scan(_message(3), **OUTBOUND)
     verdict = result.verdict

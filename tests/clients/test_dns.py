@@ -144,3 +144,25 @@ def test_a_name_dns_cannot_carry_is_an_error(lab_dns: LabDns, client_factory: ty
     client = client_factory("127.0.0.1", lab_dns.port)
     name = "a" * 70 + ".zen.spamhaus.org"
     assert client.lookup([name], budget=5)[name].status == ERROR
+
+
+def test_a_huge_answer_is_used_but_never_cached(tmp_path: Path) -> None:
+    """A sender's domain answering with huge TXT records cannot fill the shared cache with them."""
+    from govmilter.clients.dns import FOUND, MAX_CACHED_CHARS, Budget
+    from stack import Dns
+
+    huge = "v=spf1 " + "a" * (MAX_CACHED_CHARS + 100)
+    server = Dns(tmp_path / "dns", free_dual_port(), ttl=300, txt=[("huge.test", huge), ("small.test", "v=spf1 -all")])
+    server.start()
+    client = DnsClient("127.0.0.1", server.port, negative_ttl=300)
+    try:
+        big = client.query("huge.test", "TXT", Budget(5), "spf")
+        assert big.status == FOUND and big.values == (huge,)
+        small = client.query("small.test", "TXT", Budget(5), "spf")
+        assert small.values == ("v=spf1 -all",)
+        assert len(client.cache) == 1
+        assert not client.query("huge.test", "TXT", Budget(5), "spf").cached  # asked again
+        assert client.query("small.test", "TXT", Budget(5), "spf").cached
+    finally:
+        server.stop()
+        client.close()

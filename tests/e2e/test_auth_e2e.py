@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.message
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,18 +144,16 @@ def test_dkim_pass_with_spf_fail_is_delivered(lab: Lab) -> None:
     assert "spf=fail" in value and "dkim=pass header.d=alpha.com" in value and "dmarc=pass" in value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open defect: Postfix 3.7 never fills in the macro s (smtpd_milter_eval has no HELO-name macro), "
-    "and keeping the HELO step (hello() with or without a reply) did not reach the callback in this lab "
-    "either: Envelope.helo is empty, so the null sender's SPF is 'none'",
-)
 def test_the_helo_name_reaches_the_null_senders_spf(lab: Lab) -> None:
     """The HELO name must reach the milter: the null sender's SPF uses it (RFC 7208 2.3)."""
     raw, mid = letter("mailer-daemon@beta.com", "nullsender")
     reply = send(lab, raw, "", helo="helo.alpha.com")
     assert reply.accepted, reply
     assert "spf=pass smtp.helo=helo.alpha.com" in ours(delivered(lab, mid))
+    raw, mid = letter("mailer-daemon@beta.com", "nullsender-other")
+    reply = send(lab, raw, "", client=OTHER_CLIENT, helo="helo.alpha.com")
+    assert reply.accepted, reply
+    assert "spf=fail" in ours(delivered(lab, mid)) and "smtp.helo=helo.alpha.com" in ours(delivered(lab, mid))
 
 
 def test_forged_authentication_results_with_our_id_is_removed(lab: Lab) -> None:
@@ -292,3 +291,31 @@ def test_a_dns_outage_delivers_with_temperror(lab: Lab) -> None:
     assert reply.accepted, reply
     value = ours(delivered(lab, mid))
     assert "spf=temperror" in value and "dkim=temperror" in value and "dmarc=temperror" in value
+
+
+def test_an_8bit_helo_name_does_not_stop_the_connection(lab: Lab) -> None:
+    """HELO is now a milter step: a name in UTF-8 reaches it and must not tempfail the client.
+
+    (Postfix itself answers 500 5.5.2 to a HELO that is not valid UTF-8: such a name never reaches us.)
+    """
+    raw, mid = letter("mailer-daemon@beta.com", "helo8bit")
+    with socket.create_connection(("127.0.0.1", lab.stack.smtp_port), timeout=30,
+                                  source_address=(INTERNET_CLIENT, 0)) as conn:  # fmt: skip
+        reader = conn.makefile("rb")
+
+        def say(line: bytes) -> bytes:
+            conn.sendall(line + b"\r\n")
+            answer = reader.readline()
+            while answer[3:4] == b"-":
+                answer = reader.readline()
+            return answer
+
+        assert reader.readline().startswith(b"220")
+        assert say("EHLO hà-nội.example.org".encode()).startswith(b"250")
+        assert say(b"MAIL FROM:<>").startswith(b"250")
+        assert say(b"RCPT TO:<user@bacninh.gov.vn>").startswith(b"250")
+        assert say(b"DATA").startswith(b"354")
+        answer = say(raw.replace(b"\r\n.", b"\r\n..") + b".")
+        assert answer.startswith(b"250"), answer
+        say(b"QUIT")
+    assert "smtp.helo=" in ours(delivered(lab, mid))

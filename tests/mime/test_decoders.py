@@ -227,3 +227,27 @@ def test_data_uri_scanner_ends_payloads_where_browsers_do() -> None:
             ("text/html", b"<b>x</b>"),
             ("font/woff2", base64.b64decode(b"d09GMgAB")),
         ], piece
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=900),
+    st.integers(min_value=1, max_value=120),
+    st.sampled_from([b"\r\n", b"\n"]),
+    st.booleans(),
+    st.lists(st.integers(min_value=0, max_value=3000), max_size=10),
+)
+def test_base64_whole_lines_decode_as_the_clean_stream(
+    data: bytes, width: int, newline: bytes, pad: bool, cuts: list[int]
+) -> None:
+    """Pieces of whole lines are decoded by binascii as they are (the fast path), lines of any width,
+    a width that is no multiple of 4 included (the general path then): the same bytes either way."""
+    stream = base64.b64encode(data)
+    if not pad:
+        stream = stream.rstrip(b"=")
+    encoded = newline.join(stream[i : i + width] for i in range(0, len(stream), width)) + newline
+    decoder = Base64Decoder()
+    decoded = run(decoder, splits(encoded, cuts))
+    reference = Base64Decoder()
+    assert decoded == run(reference, [stream]) == data
+    assert decoder.defects == reference.defects == set()

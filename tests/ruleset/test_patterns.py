@@ -74,8 +74,10 @@ def _texts() -> st.SearchStrategy[str]:
 @given(text=_texts(), ignore_case=st.booleans())
 def test_tricky_patterns_mean_what_they_mean_in_python(source: str, text: str, ignore_case: bool) -> None:
     pattern = compile_pattern(source, ignore_case=ignore_case)
-    expected = re.compile(source, re.IGNORECASE if ignore_case else 0).search(text) is not None
-    assert (pattern.search(text) is not None) == expected, (pattern.engine, pattern.translated, text)
+    found = re.compile(source, re.IGNORECASE if ignore_case else 0).search(text)
+    # what matched, not only whether: a \b, a final $ or a lookaround that the rewrite took into the
+    # match is cut off again (scan shows Python's span, never the spaces around a word)
+    assert pattern.search(text) == (found.group(0) if found else None), (pattern.engine, pattern.translated, text)
 
 
 @settings(max_examples=300, deadline=None)
@@ -83,8 +85,8 @@ def test_tricky_patterns_mean_what_they_mean_in_python(source: str, text: str, i
 def test_shipped_patterns_find_what_python_finds(text: str) -> None:
     for rule_id, source, ignore_case in shipped_patterns():
         pattern = compile_pattern(source, ignore_case=ignore_case)
-        expected = re.compile(source, re.IGNORECASE if ignore_case else 0).search(text) is not None
-        assert (pattern.search(text) is not None) == expected, (rule_id, text)
+        found = re.compile(source, re.IGNORECASE if ignore_case else 0).search(text)
+        assert pattern.search(text) == (found.group(0) if found else None), (rule_id, text)
 
 
 def test_shipped_samples_match_on_both_engines() -> None:
@@ -110,8 +112,10 @@ def test_most_shipped_patterns_run_on_the_linear_engine() -> None:
     engines = {rule_id: compile_pattern(s, ignore_case=i).engine for rule_id, s, i in shipped_patterns()}
     assert engines["pharma"] == LINEAR and engines["vn-gambling"] == LINEAR  # \b beside Vietnamese letters
     assert engines["registration-social-sender"] == LINEAR  # a lookahead at the end
-    assert engines["secret-marking-attachment"] == FALLBACK  # a negative lookahead
-    assert sum(engine == LINEAR for engine in engines.values()) >= len(engines) - 1
+    # its negative lookahead became an exception (unless = ...): no shipped rule needs the slow engine,
+    # so "a reject rule past its time limit refuses unchecked" never touches ordinary mail
+    assert engines["secret-marking-attachment"] == LINEAR and engines["secret-marking-attachment-words"] == LINEAR
+    assert [rule_id for rule_id, engine in engines.items() if engine != LINEAR] == []
 
 
 def test_the_officer_pattern_costs_microseconds_on_the_linear_engine() -> None:
@@ -175,3 +179,20 @@ def test_vietnamese_letter_case_folds() -> None:
     pattern = compile_pattern("tuyệt mật", ignore_case=True)
     assert pattern.search("TUYỆT MẬT") == "TUYỆT MẬT"
     assert compile_pattern("tuyệt mật", ignore_case=False).search("TUYỆT MẬT") is None
+
+
+@pytest.mark.parametrize(
+    ("source", "text", "matched"),
+    [
+        (r"\bviagra\b", "mua viagra ngay", "viagra"),  # not " viagra ": the \b rewrite took the spaces in
+        (r"\bnhà cái\b", "Nhà cái uy tín", "Nhà cái"),
+        (r"\bfoo|-bar\b", "x -bar y", "-bar"),  # each branch cuts what it took in
+        (r"tối\s+mật$", "tối mật\n", "tối mật"),  # not the final line break
+        (r"@x\.com(?=[>\s])", "<a@x.com> b", "@x.com"),  # not the lookahead's '>'
+        (r"(?<=\bab)cd", "zz abcd", "cd"),
+    ],
+)
+def test_what_matched_is_pythons_span(source: str, text: str, matched: str) -> None:
+    pattern = compile_pattern(source, ignore_case=True)
+    assert pattern.engine == LINEAR
+    assert pattern.search(text) == matched

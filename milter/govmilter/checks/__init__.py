@@ -8,7 +8,7 @@ optional hooks of pipeline.Check as no-ops.
 
 from __future__ import annotations
 
-from govmilter.model import Transaction
+from govmilter.model import Transaction, Verdict
 
 
 class CheckHooks:
@@ -16,6 +16,9 @@ class CheckHooks:
 
     def accepted(self, tx: Transaction) -> None:
         """Called once the message is accepted (after every check of every stage)."""
+
+    def refused(self, tx: Transaction, verdict: Verdict) -> None:
+        """Called when a check (this one or another) refused the message with an enforced verdict."""
 
     def health(self) -> dict[str, object] | None:
         """What /health reports for this check (its "ok" counts toward the whole), or None."""

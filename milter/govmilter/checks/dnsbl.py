@@ -29,7 +29,7 @@ from govmilter.model import Action, Mode, Stage, Transaction, Verdict
 from govmilter.ruleset import RuleErrors, RuleFile, RuleProblem
 from govmilter.ruleset.entries import entries
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
-from govmilter.text.links import LINK_WINDOW, iter_links, normal_domain
+from govmilter.text.links import Link, iter_links, message_links, normal_domain
 
 RULE_KIND = "dnsbl"
 ZONE_TYPES = ("ip", "rhsbl", "uribl")
@@ -201,8 +201,13 @@ def streamed_link_domains(parts: Iterable[Iterable[str]], skip: Sequence[str], l
     content rules' (text/links.py: HTML targets and text links, read one window
     at a time) until `limit` names are found.
     """
+    return domains_of_links(iter_links(parts), skip, limit)
+
+
+def domains_of_links(links: Iterable[Link], skip: Sequence[str], limit: int) -> list[str]:
+    """The names to ask about the given links (streamed_link_domains), at most `limit`."""
     found: dict[str, None] = {}
-    for link in iter_links(parts):
+    for link in links:
         if link.ip or is_ours(link.host, skip) or is_ours(link.domain, skip):
             continue
         for name in (link.domain, link.host.removeprefix("www.")):
@@ -257,8 +262,8 @@ class DnsblCheck(CheckHooks):
             zones = rules.of_type("uribl")
             if not zones:
                 return []
-            parts = (part.pieces(LINK_WINDOW) for part in tx.facts().texts)
-            domains = streamed_link_domains(parts, self.own_domains, self.max_uri_domains)
+            links = message_links(tx.scratch, tx.facts().texts)  # the one extraction, shared with content
+            domains = domains_of_links(links, self.own_domains, self.max_uri_domains)
             queries = [Query(z, d, f"{d}.{z.zone}") for z in zones for d in domains]
         if not queries:
             return []

@@ -114,6 +114,12 @@ class Resolver(Protocol):
         ...
 
 
+# The text an answer may hold and still be cached. Real SPF records and DKIM keys (even RSA-4096,
+# ~800 characters) are far below it; a sender's domain that answers with 60 kB TXT records would
+# otherwise fill the cache's entries with hundreds of MB. A larger answer is used, not kept.
+MAX_CACHED_CHARS = 4096
+
+
 class TTLCache(ExpiringMap[Answer | Records]):
     """Answers, each kept for its record's TTL."""
 
@@ -268,7 +274,8 @@ class DnsClient:
             log.exception("dns query %s %s raised", rdtype, name)
             records, ttl = Records(ERROR), 0.0
         budget.spend(time.monotonic() - started)
-        self.cache.put(key, records, ttl)
+        if sum(len(v) for v in records.values) <= MAX_CACHED_CHARS:
+            self.cache.put(key, records, ttl)
         self._count(purpose, records.status)
         if records.failed:
             self.failures.note(purpose, name, records.status)

@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 from govmilter.mime.archives import (
     GZIP_MAGIC,
+    INFLATE_BUDGET_SPENT,
     LOCAL_HEADER,
     ZipListing,
     ZipStream,
@@ -41,6 +42,7 @@ from govmilter.mime.archives import (
     local_header_encrypted,
     looks_like_zip,
     read_directory,
+    sampled_by_name,
 )
 from govmilter.mime.decoders import DataURIScanner, Decoder, UUScanner, UUSink, YEncScanner, make_decoder
 from govmilter.mime.headers import (
@@ -52,7 +54,7 @@ from govmilter.mime.headers import (
     text_codec,
 )
 from govmilter.mime.textstore import TextStore, TextWriter
-from govmilter.model import MessageFacts, Part, TextPart
+from govmilter.model import ArchiveMember, MessageFacts, Part, TextPart
 
 
 @dataclass(frozen=True)
@@ -537,6 +539,7 @@ class _ArchiveFacts:
     expanded: int = 0
     ratio: float = 0.0
     unreadable: str = ""
+    members: tuple[ArchiveMember, ...] = ()  # members sampled for their true type (archive.ZipStream)
 
 
 _NOT_ZIP = _ArchiveFacts()
@@ -549,8 +552,9 @@ class _Payload:
     finds the zips stored or deflated inside it; a gzip's expanded size is its ISIZE trailer.
     """
 
-    def __init__(self, head_limit: int, tail_limit: int, capture: _Capture | None = None):
+    def __init__(self, head_limit: int, tail_limit: int, capture: _Capture | None = None, filename: str = ""):
         self.size = 0
+        self.sample_members = sampled_by_name(filename)  # not an Office file's parts (archives.OFFICE_PACKAGES)
         self.head = bytearray()
         self.head_limit = head_limit
         self.tail: bytearray | None = bytearray() if tail_limit else None
@@ -586,7 +590,7 @@ class _Payload:
             if before < 4 <= len(self.head):  # the magic number is known now: decide once
                 magic = bytes(self.head[:4])
                 if magic.startswith(LOCAL_HEADER):
-                    self.stream = ZipStream()
+                    self.stream = ZipStream(sample=self.sample_members)
                     self.stream.feed(bytes(self.head[:before]) + data if before else data)
                 elif not (looks_like_zip(magic) or magic.startswith(GZIP_MAGIC)):
                     self.tail = None  # neither zip nor gzip: no directory or trailer to read
@@ -627,6 +631,7 @@ class _Payload:
             archive_expanded=archive.expanded,
             archive_ratio=archive.ratio,
             archive_unreadable=archive.unreadable,
+            archive_members=archive.members,
         )
 
     def archive(self, walker: Walker) -> _ArchiveFacts:
@@ -642,14 +647,21 @@ class _Payload:
         if listing.problem:
             walker.defect(listing.problem)
         expanded, ratio = listing.expanded, listing.ratio
-        if self.stream is not None:  # zips inside the zip: what its directory cannot tell
+        unreadable = listing.problem if listing.problem in UNREADABLE_ARCHIVE else ""
+        members: tuple[ArchiveMember, ...] = ()
+        if self.stream is not None:  # zips inside the zip and members' true types: what its directory cannot tell
             expanded, ratio = max(expanded, self.stream.expanded), max(ratio, self.stream.ratio)
+            members = self.stream.members
+            if self.stream.cut and not unreadable:  # a member's sample lay past the inflate budget
+                walker.defect(INFLATE_BUDGET_SPENT)
+                unreadable = INFLATE_BUDGET_SPENT
         return _ArchiveFacts(
             names=listing.names,
             encrypted=listing.encrypted or local_header_encrypted(head),
             expanded=expanded,
             ratio=ratio,
-            unreadable=listing.problem if listing.problem in UNREADABLE_ARCHIVE else "",
+            unreadable=unreadable,
+            members=members,
         )
 
 
@@ -674,7 +686,9 @@ class _Embedded:
         self.content_type = content_type
         self.encoding = encoding
         self.counts = counts  # False inside a part that counts whole already (an attached message)
-        self.payload = _Payload(walker.take_head_budget(), walker.limits.zip_tail, walker.capture.get(path))
+        self.payload = _Payload(
+            walker.take_head_budget(), walker.limits.zip_tail, walker.capture.get(path), filename
+        )
 
     def take(self, data: bytes) -> None:
         self.payload.take(data)
@@ -700,7 +714,7 @@ class _Leaf:
         self.is_attachment = not (textual and not headers.filename and not attached)
         head_limit = walker.take_head_budget() if self.is_attachment else walker.limits.small_head
         tail_limit = walker.limits.zip_tail if self.is_attachment else 0
-        self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path))
+        self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path), headers.filename)
         self.decoder: Decoder = make_decoder(headers.transfer_encoding)
         # extract() walks a message again for a few leaves' bytes: a leaf that is not one of them
         # and holds none of them (a file encoded in its text, path "1.uu1") is not decoded at all

@@ -28,10 +28,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from re import _constants as C  # type: ignore[attr-defined]  # re's own parser (3.11+)
 from re import _parser as P  # type: ignore[attr-defined]
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import re2  # type: ignore[import-untyped]
-import regex  # type: ignore[import-untyped]
+
+from govmilter.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import regex  # type: ignore[import-untyped]
+else:  # the fallback engine: loaded when a pattern needs it (no shipped rule does)
+    regex = lazy_module("regex")
 
 __all__ = ["FALLBACK", "LINEAR", "Pattern", "PatternError", "PatternTimeout", "compile_pattern"]
 
@@ -113,6 +119,10 @@ class Pattern:
     translated: str  # the RE2 pattern ("" for FALLBACK)
     _re2: Any
     _regex: Any
+    # the RE2 groups that hold a character a \b rewrite took in at the start (end) of the match: what
+    # Python's match leaves out, cut off again so that "what matched" is Python's span
+    lead: tuple[int, ...] = ()
+    trail: tuple[int, ...] = ()
 
     @property
     def linear(self) -> bool:
@@ -125,7 +135,16 @@ class Pattern:
         if self._re2 is not None:
             data = encoded if encoded is not None else encode(text)
             match = self._re2.search(data)
-            return None if match is None else bytes(match.group(0)).decode("utf-8", "surrogatepass")
+            if match is None:
+                return None
+            start, end = match.span()
+            for group in self.lead:
+                if match.start(group) >= 0:  # the branch that took a character in took part
+                    start = max(start, match.end(group))
+            for group in self.trail:
+                if match.start(group) >= 0:
+                    end = min(end, match.start(group))
+            return bytes(data[start:end]).decode("utf-8", "surrogatepass")
         try:
             found = self._regex.search(text, timeout=max(timeout, 0.0))
         except TimeoutError as exc:
@@ -147,8 +166,9 @@ def compile_pattern(source: str, *, ignore_case: bool) -> Pattern:
         raise PatternError(f"not a valid regular expression: {exc}") from exc
     except RecursionError as exc:
         raise PatternError("not a usable regular expression: nested too deeply") from exc
+    writer = _Writer(tree.state.flags)
     try:
-        translated = _Writer(tree.state.flags).pattern(tree)
+        translated = writer.pattern(tree)
         options = re2.Options()
         options.max_mem = RE2_MAX_MEM
         options.log_errors = False
@@ -158,7 +178,7 @@ def compile_pattern(source: str, *, ignore_case: bool) -> Pattern:
     except re2.error as exc:  # too large for RE2's memory bound, or a construct it refuses
         why = f"a construct the linear-time engine refuses ({exc})"
     else:
-        return Pattern(source, python, LINEAR, "", translated, compiled, None)
+        return Pattern(source, python, LINEAR, "", translated, compiled, None, tuple(writer.lead), tuple(writer.trail))
     try:
         fallback = regex.compile(source, (regex.IGNORECASE if ignore_case else 0) | regex.VERSION0)
     except regex.error as exc:
@@ -235,6 +255,18 @@ class _Writer:
         self.ignore_case = bool(flags & re.IGNORECASE)
         self.multiline = bool(flags & re.MULTILINE)
         self.dotall = bool(flags & re.DOTALL)
+        # every group the writer opens is one of these (the pattern's own groups are written
+        # non-capturing), numbered in the order they are written, which is the order of the text
+        self.groups = 0
+        self.lead: list[int] = []  # groups of characters taken in before the match (a \b at its start)
+        self.trail: list[int] = []  # ... after it (a \b at its end)
+
+    def taken(self, lead: bool) -> None:
+        """Open a group for what a rewrite takes into the match past Python's span: a \\b's neighbour, a
+        final line break, a lookaround at the edge. Cut off again after the search; opened before its
+        body is written, so that the numbers follow the text."""
+        self.groups += 1
+        (self.lead if lead else self.trail).append(self.groups)
 
     def pattern(self, tree: Any) -> str:
         body = self.sequence(list(tree), at_start=True, at_end=True)
@@ -393,7 +425,8 @@ class _Writer:
         if op is C.ASSERT and ((av[0] == 1 and at_end) or (av[0] == -1 and at_start)):
             # nothing follows a lookahead at the end (precedes a lookbehind at the start): for
             # "is there a match", taking its text into the match is the same question
-            return "(?:" + self.sequence(list(av[1]), at_start, at_end) + ")"
+            self.taken(lead=av[0] == -1)
+            return "(" + self.sequence(list(av[1]), at_start, at_end) + ")"
         if op in (C.ASSERT, C.ASSERT_NOT):
             negative = "negative " if op is C.ASSERT_NOT else ""
             raise _Unsupported(f"a {negative}{'lookahead' if av[0] == 1 else 'lookbehind'}")
@@ -416,7 +449,8 @@ class _Writer:
             if self.multiline:
                 return "(?m:$)"
             if at_end:  # Python's $ also stands before a final line break: take it, nothing follows
-                return "(?:\\n?\\z)"
+                self.taken(lead=False)
+                return "(\\n?)\\z"
             raise _Unsupported("a '$' with more pattern after it")
         if code in (C.AT_BOUNDARY, C.AT_NON_BOUNDARY):
             return self.boundary(code is C.AT_BOUNDARY, items, index, at_start, at_end)
@@ -438,8 +472,12 @@ class _Writer:
         # one side lies outside the match: take that character (or the text's edge) into it
         if before == "outside" and after in ("w", "n"):
             need_word = (after == "n") == wanted
-            return f"[{word}]" if need_word else f"(?:\\A|[^{word}]" + (f"|{extra})" if extra else ")")
+            body = f"[{word}]" if need_word else f"\\A|[^{word}]" + (f"|{extra}" if extra else "")
+            self.taken(lead=True)
+            return f"({body})"
         if after == "outside" and before in ("w", "n"):
             need_word = (before == "n") == wanted
-            return f"[{word}]" if need_word else f"(?:[^{word}]|\\z" + (f"|{extra})" if extra else ")")
+            body = f"[{word}]" if need_word else f"[^{word}]|\\z" + (f"|{extra}" if extra else "")
+            self.taken(lead=False)
+            return f"({body})"
         raise _Unsupported("a '\\b' next to something that may or may not be a letter")

@@ -2,7 +2,7 @@
 
 Each check that owns a kind of rule file declares its `Schema` beside its compiler.
 The compiler takes the accepted key names from it (an unknown key is reported), every
-rule id is validated by `id_problem` here, `govmilter rules keys KIND` prints the
+rule id is validated by `id_problem` here, `govmilter rules help KIND` prints the
 schema, and the key block at the top of the kind's rule file in rules/ is the
 printed schema (tests/test_docs.py keeps the block, and the key table of
 docs/officers.md, equal to it).
@@ -19,7 +19,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 REQUIRED = "required"  # the default of a key that must be given
 
-BLOCK_START = "# --- keys: printed by `govmilter rules keys {kind}` from the code; do not edit here ---"
+BLOCK_START = "# --- keys: printed by `govmilter rules help {kind}` from the code; do not edit here ---"
 BLOCK_END = "# --- end of keys ---"
 
 

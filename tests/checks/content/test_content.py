@@ -143,8 +143,9 @@ def test_password_notice_goes_out() -> None:
 
 def test_secret_attachment_name_is_enforced() -> None:
     result = harness().scan(SPAM / "secret-attachment.eml", **OUTBOUND)
-    assert result.verdict.refuses and result.verdict.rule == "secret-marking-attachment"
+    assert result.verdict.refuses and result.verdict.rule == "secret-marking-attachment-words"
     assert shipped()["secret-marking-attachment"].mode is Mode.ENFORCE
+    assert shipped()["secret-marking-attachment-words"].mode is Mode.ENFORCE
 
 
 ATTACHMENT_MARKED = [
@@ -171,14 +172,25 @@ ATTACHMENT_CLEAN = [
 ]
 
 
+def secret_name(name: str) -> bool:
+    """The two secret-marking-attachment rules, as the check runs them on one file name."""
+    text = normalize(name)
+    rules = shipped()
+    stamps, words = rules["secret-marking-attachment"], rules["secret-marking-attachment-words"]
+    assert stamps.matcher is not None and words.matcher is not None
+    if stamps.matcher.search(text) is not None:
+        return True
+    return words.matcher.search(text) is not None and not words.vetoed(text)
+
+
 @pytest.mark.parametrize("name", ATTACHMENT_MARKED)
 def test_secret_file_names_fire(name: str) -> None:
-    assert shipped()["secret-marking-attachment"].regex.search(normalize(name))
+    assert secret_name(name)
 
 
 @pytest.mark.parametrize("name", ATTACHMENT_CLEAN)
 def test_guides_and_password_files_are_not_secret_names(name: str) -> None:
-    assert not shipped()["secret-marking-attachment"].regex.search(normalize(name))
+    assert not secret_name(name)
 
 
 def test_guide_attachment_goes_out() -> None:
@@ -191,7 +203,7 @@ def test_guide_attachment_goes_out() -> None:
     )
     result = harness().scan(raw, **OUTBOUND)
     assert result.verdict.action is Action.ACCEPT, result.verdict
-    assert "secret-marking-attachment" not in rules_hit(result)
+    assert not [rule for rule in rules_hit(result) if rule.startswith("secret-marking-attachment")]
 
 
 # ---- registration mail at official mailboxes (Bac Ninh Dieu 8.4, Quang Ninh 1.3(3)) -------------
@@ -226,8 +238,24 @@ def test_spam_without_diacritics_adds_up_to_a_refusal() -> None:
     assert sorted(rules_hit(result)) == ["spam-score", "vn-fast-loan", "vn-gambling", "vn-prize"]
     assert result.verdict.refuses and result.verdict.rule == "spam-score"
     reply = result.verdict.smtp_reply()
-    assert reply.startswith("550 5.7.1 Thu bi tu choi vi bi danh gia la thu rac, diem 10.0")
-    assert "content/vn-gambling" in reply and reply.isascii() and "%" not in reply
+    assert reply.startswith("550 5.7.1 Thu bi tu choi vi bi bo loc danh gia la thu rac (QD 06/2022 Dieu 8.3")
+    assert "(score 10.0, limit 10.0)" in reply and reply.isascii() and "%" not in reply
+    assert "vn-" not in reply  # an outside sender reads no internal rule ids
+
+
+def test_a_spam_refusal_names_the_rules_to_an_internal_sender_only(tmp_path: Path) -> None:
+    (tmp_path / "content.toml").write_text(
+        'kind = "content"\n[[rule]]\nid = "bulk-prize"\npattern = "trung thuong"\nscore = 12\n', encoding="utf-8"
+    )
+    data = message("Thong bao", "Ban da trung thuong.")
+    inside = {"client_ip": "127.0.0.3", "auth_user": "a.nguyen", "mail_from": "a.nguyen@bacninh.gov.vn"}
+    reply = harness(tmp_path).scan(data, **inside, rcpts=["x@example.com"]).verdict.smtp_reply()
+    assert reply.startswith("550 5.7.1 Thu bi tu choi vi bi bo loc danh gia la thu rac, diem 12.0")
+    assert "content/bulk-prize" in reply
+    outside = harness(tmp_path).scan(data, **INBOUND).verdict.smtp_reply()
+    assert outside.startswith("550 5.7.1 Thu bi tu choi") and "bulk-prize" not in outside
+    shown = harness(tmp_path, 'content.reply_text_spam_inbound="spam: {rules}"').scan(data, **INBOUND)
+    assert shown.verdict.smtp_reply() == "550 5.7.1 spam: content/bulk-prize"  # the operator chose to show them
 
 
 def test_gtube_is_refused() -> None:

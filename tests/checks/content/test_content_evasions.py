@@ -390,8 +390,14 @@ def test_reading_stops_once_every_rule_has_fired() -> None:
                 seen.append(len(piece))
                 yield piece
 
-    part = Counting("text/plain", ["TỐI MẬT\n" + filler(4_000_000)])
-    assert fired(run_check([part], **{"content.gtube": "false"})) == ["secret-marking-body"]  # all outbound body rules
+    # every outbound body rule fires in the first lines: the regulation's, and the spam rules (they score
+    # outbound mail too: a stolen account sends the spam it received)
+    spam = "Chúc mừng bạn đã trúng thưởng. Vay tiền nhanh. Cá độ bóng đá. Xác nhận mật khẩu hộp thư.\n"
+    spam += "Viagra. Nhân đôi bitcoin.\n"
+    part = Counting("text/plain", ["TỐI MẬT\n" + spam + filler(4_000_000)])
+    outbound_body_rules = ["account-phishing", "crypto-doubling", "pharma", "secret-marking-body", "vn-fast-loan",
+                           "vn-gambling", "vn-prize"]  # fmt: skip
+    assert sorted(fired(run_check([part], **{"content.gtube": "false"}))) == outbound_body_rules
     assert sum(seen) < 4 * WINDOW
     seen.clear()
     run_check([part])  # GTUBE is looked for in every message: then all the text is read

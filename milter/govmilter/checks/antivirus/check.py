@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,10 +48,11 @@ from govmilter.clients.clamd import (
     signatures_time,
 )
 from govmilter.config import AntivirusConfig, Config
-from govmilter.decision import clean
 from govmilter.metrics import Metrics
 from govmilter.mime import extract
 from govmilter.model import Action, Stage, Transaction, Verdict
+from govmilter.text.escape import log_plain as clean
+from govmilter.text.escape import reply_token
 
 log = logging.getLogger("govmilter.antivirus")
 
@@ -66,12 +66,9 @@ MAX_SIGNATURE_LABELS = 500  # distinct signature label values before "other"
 # attributes are found by clamd, yEnc blocks and data: URIs in text/plain or CSS are not)
 EMBEDDED_ENCODINGS = frozenset({"x-yenc", "x-data-uri"})
 
-_REPLY_UNSAFE = re.compile(r"[^A-Za-z0-9._:/+=@\-]")  # SMTP replies: ASCII, and never '%'
-
-
 def safe_signature(name: str) -> str:
-    """A signature name fit for an SMTP reply, a header and a label."""
-    return _REPLY_UNSAFE.sub("_", name)[:100] or "unknown"
+    """A signature name fit for an SMTP reply, a header and a label (text/escape.py)."""
+    return reply_token(name, 100)
 
 
 class AntivirusCheck(CheckHooks):

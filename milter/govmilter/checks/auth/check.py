@@ -134,24 +134,26 @@ class AuthCheck(CheckHooks):
         budget = message_budget(tx.scratch, self.budget)
         env = tx.envelope
         spf = check_spf(env.client_ip, env.mail_from, env.helo, self.resolver, budget)
+        policies = dmarc_mod.policies(tx.header("From"), self.resolver, budget)  # before the sender's DKIM names
         signed = dkim_mod.signature_count(tx.headers) > 0
         sealed = arc_mod.has_chain(tx.headers)
-        message = self._message(tx) if signed or sealed else None
         if not signed:
             dkims: list[dkim_mod.DkimResult] = []
-        elif message is None:
+        elif tx.raw_size > self.max_bytes:
             dkims = [dkim_mod.DkimResult("neutral", "", "", "message too large to verify")]
-        else:
-            dkims = dkim_mod.verify_all(message, self.resolver, budget, self.settings.max_signatures)
-        author = dmarc_mod.from_domain(tx.header("From"))
-        dmarc = dmarc_mod.evaluate(author, (spf.result, spf.domain), [(d.result, d.domain) for d in dkims],
-                                   self.resolver, budget)  # fmt: skip
+        else:  # streamed from the spool: memory does not grow with the message
+            dkims = dkim_mod.verify_all(tx.raw_chunks(), self.resolver, budget, self.settings.max_signatures)
+        dmarc = dmarc_mod.evaluate_authors(tx.header("From"), (spf.result, spf.domain),
+                                           [(d.result, d.domain) for d in dkims], self.resolver, budget,
+                                           known=policies)  # fmt: skip
+        author = dmarc.domain or None  # the author whose result applies (the strictest of several)
         arc = arc_mod.ArcResult("none")
-        if sealed and message is not None and dmarc.result == "fail":
+        message = self._message(tx) if sealed and dmarc.result == "fail" else None
+        if message is not None:  # dkimpy's ARC takes the whole message: only when it can change the outcome
             arc = arc_mod.verify_chain(message, self.resolver, budget)
         overridden = dmarc.result == "fail" and arc.trusted(self.settings.trusted_arc_sealers, author)
         results: list[MethodResult] = [spf.method_result()]
-        results += [d.method_result() for d in dkims] or [MethodResult("dkim", "none")]
+        results += _dkim_results(dkims) or [MethodResult("dkim", "none")]
         if overridden:  # the failure stays visible; the reason says why it was not applied (RFC 7489 7.2.5.3)
             sealers = ", ".join(dict.fromkeys(arc.sealers))
             reason = f"policy overridden: trusted_forwarder, ARC sealed by {sealers}"
@@ -248,6 +250,20 @@ class AuthCheck(CheckHooks):
         """Not ok while the resolver does not answer: results are temperror, no spoofing is refused."""
         answering = getattr(self.resolver, "answering", lambda: True)()
         return {"ok": bool(answering), "resolver": "answering" if answering else "not answering"}
+
+
+def _dkim_results(dkims: Sequence[dkim_mod.DkimResult]) -> list[MethodResult]:
+    """One result per verified signature; those past [auth] max_signatures said once, with their number.
+
+    A sender may add any number of signatures: listing each (its d= and s= chosen by the
+    sender) would let it write a header of any length into the delivered message.
+    """
+    checked = [d.method_result() for d in dkims if d.reason != dkim_mod.UNCHECKED]
+    unchecked = sum(1 for d in dkims if d.reason == dkim_mod.UNCHECKED)
+    if unchecked:
+        checked.append(MethodResult("dkim", "neutral", (), f"{unchecked} more signatures not checked: "
+                                    "past [auth] max_signatures"))  # fmt: skip
+    return checked
 
 
 def build(config: Config, metrics: Metrics) -> AuthCheck:

@@ -13,10 +13,9 @@ milder policy (RFC 7489 6.6.4).
 
 from __future__ import annotations
 
-import email.utils
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from govmilter.checks.auth.results import FAIL, NONE, PASS, PERMERROR, TEMPERROR, MethodResult
@@ -53,19 +52,68 @@ class DmarcResult:
         return MethodResult("dmarc", self.result, tuple(props), self.reason)
 
 
+MAX_AUTHORS = 10  # author domains judged per message; more is a permerror (RFC 7489 6.6.1 lets us refuse)
+_AT_DOMAIN = re.compile(r"@\s*([^\s<>@,;:\\\"()\[\]]*)")  # obs-domain: white space may follow the @
+
+
+def from_domains(values: Sequence[str]) -> tuple[list[str], bool]:
+    """Every author domain of the From field(s), in order, and whether some address had no usable one.
+
+    RFC 7489 6.6.1: a message with several From fields, or several addresses in one,
+    may be refused or judged for each domain; here each distinct domain is judged and
+    the strictest result applies (check.py). Quoted strings and comments are set aside
+    first (a display name "x@bacninh.gov.vn" is no author), then every `@domain` counts,
+    also in an unquoted display name (`thue@alpha.com <a@evil.example>`: a reader sees
+    thue@alpha.com, so its domain is judged too). The same answer on every Python (the
+    standard library's address parser changed its mind between releases).
+    """
+    domains: list[str] = []
+    unusable = False
+    for value in values:
+        text = _plain(value)
+        found = _AT_DOMAIN.findall(text)
+        if not found:
+            unusable = True
+        for raw in found:
+            domain = normalize_domain(raw.strip().rstrip("."))
+            if not domain or not _HOST.match(domain):
+                unusable = True
+            elif domain not in domains:
+                domains.append(domain)
+    return domains, unusable
+
+
 def from_domain(values: Sequence[str]) -> str | None:
     """The domain of the single author in the From header(s); None when there is not exactly one domain."""
-    if not values:
-        return None
-    domains = set()
-    for _, address in email.utils.getaddresses(list(values)):
-        _, at, domain = address.rpartition("@")
-        if at and domain:
-            domains.add(normalize_domain(domain.strip().rstrip(".")))
-    if len(domains) != 1:
-        return None
-    domain = domains.pop()
-    return domain if _HOST.match(domain) else None
+    domains, unusable = from_domains(values)
+    return domains[0] if len(domains) == 1 and not unusable else None
+
+
+def _plain(value: str) -> str:
+    """A From value without its quoted strings and comments (nested, with quoted-pairs)."""
+    out: list[str] = []
+    depth, quoted, index = 0, False, 0
+    while index < len(value):
+        char = value[index]
+        if char == "\\" and (quoted or depth):
+            index += 2
+            continue
+        if quoted:
+            quoted = char != '"'
+            if not quoted:
+                out.append(" ")
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1  # a comment is CFWS: it may stand inside an address (thue@(x)alpha.com)
+        elif depth:
+            pass
+        elif char == '"':
+            quoted = True
+        else:
+            out.append(char)
+        index += 1
+    return "".join(out)
 
 
 def parse_record(text: str) -> Record | None:
@@ -99,6 +147,21 @@ def aligned(domain: str, author: str, mode: str) -> bool:
     return registered_domain(domain) == registered_domain(author)
 
 
+Lookup = tuple["Record | None", bool, str]
+
+
+def policies(values: Sequence[str], resolver: Resolver, budget: Budget) -> dict[str, Lookup]:
+    """The DMARC records of the author domains, looked up before anything the sender controls.
+
+    DKIM key lookups go to names the sender chooses (d= and s= of up to max_signatures
+    signatures) and share the message's DNS budget: a sender whose names never answer
+    could spend it all, and a DMARC lookup made after them would be a temperror, which
+    never refuses. So the policy is fetched first, right after SPF.
+    """
+    domains, _ = from_domains(values)
+    return {domain: lookup(domain, resolver, budget) for domain in domains[:MAX_AUTHORS]}
+
+
 def lookup(domain: str, resolver: Resolver, budget: Budget) -> tuple[Record | None, bool, str]:
     """(record, found at the organisational domain, error): error is "temperror" when DNS failed."""
     org = registered_domain(domain)
@@ -123,11 +186,12 @@ def evaluate(
     resolver: Resolver,
     budget: Budget,
     draw: float | None = None,
+    known: Mapping[str, Lookup] | None = None,
 ) -> DmarcResult:
-    """The DMARC result of a message whose From domain is `author`."""
+    """The DMARC result of a message whose From domain is `author` (its record from `known` when there)."""
     if author is None:
         return DmarcResult(NONE, "", reason="no single From domain")
-    record, at_org, error = lookup(author, resolver, budget)
+    record, at_org, error = known[author] if known and author in known else lookup(author, resolver, budget)
     if error:
         return DmarcResult(TEMPERROR, author, reason="policy lookup failed")
     if record is None:
@@ -148,3 +212,37 @@ def evaluate(
 
 def permerror(author: str, reason: str) -> DmarcResult:
     return DmarcResult(PERMERROR, author, reason=reason)
+
+
+_SEVERITY = {"reject": 0, "quarantine": 1, "none": 2}
+
+
+def evaluate_authors(
+    values: Sequence[str],
+    spf: tuple[str, str],
+    dkim: Sequence[tuple[str, str]],
+    resolver: Resolver,
+    budget: Budget,
+    known: Mapping[str, Lookup] | None = None,
+) -> DmarcResult:
+    """The DMARC result of a message whose From field(s) are `values`: the strictest of its authors'.
+
+    No usable author domain (no From, no address, an address without a domain, an
+    encoded-word in place of the address) is a permerror: no policy can apply, rules
+    score it. Of several author domains, a fail under the strictest policy wins, then
+    temperror, none, pass: a second author never dilutes the first one's policy.
+    """
+    domains, _ = from_domains(values)
+    if not domains:
+        return permerror("", "no author domain in From" if values else "no From field")
+    if len(domains) > MAX_AUTHORS:
+        return permerror(domains[0], f"more than {MAX_AUTHORS} author domains in From")
+    results = [evaluate(domain, spf, dkim, resolver, budget, known=known) for domain in domains]
+    failed = [r for r in results if r.result == FAIL]
+    if failed:
+        return min(failed, key=lambda r: _SEVERITY.get(r.policy, 3))
+    for wanted in (TEMPERROR, NONE, PERMERROR):
+        for result in results:
+            if result.result == wanted:
+                return result
+    return results[0]

@@ -90,8 +90,40 @@ def header_value(authserv_id: str, results: Sequence[MethodResult], name: str = 
 
 
 def claims(value: str, authserv_id: str) -> bool:
-    """True when an Authentication-Results value names `authserv_id` as its author (a forgery if incoming)."""
-    head = value.split(";", 1)[0]
-    head = re.sub(r"\([^()]*\)", " ", head).strip()  # a comment may stand around the id
-    first = head.split()[0] if head.split() else ""
-    return first.lower().rstrip(".") == authserv_id.lower().rstrip(".")
+    """True when an Authentication-Results value names `authserv_id` as its author (a forgery if incoming).
+
+    RFC 8601 2.2: the value starts with the authserv-id, a token or a quoted-string, which
+    comments (nested, holding ";" or a quoted-pair) and folding white space may surround,
+    and which a version may follow. Compared without case and without a final dot.
+    """
+    return _authserv_id(value).lower().rstrip(".") == authserv_id.lower().rstrip(".")
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id that starts an Authentication-Results value ("" when there is none)."""
+    index, size, depth = 0, len(value), 0
+    while index < size:  # comments and white space before it
+        char = value[index]
+        if char == "\\" and depth:
+            index += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth and char not in " \t\r\n":
+            break
+        index += 1
+    if index < size and value[index] == '"':  # a quoted-string: its content, quoted-pairs undone
+        found: list[str] = []
+        index += 1
+        while index < size and value[index] != '"':
+            if value[index] == "\\" and index + 1 < size:
+                index += 1
+            found.append(value[index])
+            index += 1
+        return "".join(found) if index < size else ""
+    end = index
+    while end < size and value[end] not in ' \t\r\n;()"':
+        end += 1
+    return value[index:end]

@@ -14,16 +14,30 @@ import base64
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+import nacl.encoding
+import nacl.signing
+from dkim.canonicalization import CanonicalizationPolicy
 
 from govmilter.checks import CheckHooks
+from govmilter.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
+else:  # ~9 MB of RSS (OpenSSL's bindings): loaded with the first [dkim] key, or never
+    hashes = lazy_module("cryptography.hazmat.primitives.hashes")
+    serialization = lazy_module("cryptography.hazmat.primitives.serialization")
+    ed25519 = lazy_module("cryptography.hazmat.primitives.asymmetric.ed25519")
+    padding = lazy_module("cryptography.hazmat.primitives.asymmetric.padding")
+    rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
+    utils = lazy_module("cryptography.hazmat.primitives.asymmetric.utils")
+from govmilter.checks.auth import bodyhash
 from govmilter.checks.auth import dmarc as dmarc_mod
 from govmilter.config import Config, ConfigError, DkimKey
 from govmilter.domains import Domains, is_under
@@ -40,6 +54,7 @@ class SigningKey:
     algorithm: bytes  # rsa-sha256 | ed25519-sha256
     pem: bytes  # what dkimpy reads: PKCS#1 PEM for RSA, the base64 seed for Ed25519
     rsa_key: rsa.RSAPrivateKey | None  # for OpenSSL signing
+    dkimpy_key: Any = None  # RSA: the key as dkimpy parsed it once (its fallback signer's)
 
 
 def load_key(entry: DkimKey) -> SigningKey:
@@ -58,7 +73,7 @@ def load_key(entry: DkimKey) -> SigningKey:
             raise ConfigError(f"{where}: an RSA key of {key.key_size} bits is too small (use 2048)")
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())  # fmt: skip
-        return SigningKey(domain, entry.selector, b"rsa-sha256", pem, key)
+        return SigningKey(domain, entry.selector, b"rsa-sha256", pem, key, dkim.parse_pem_private_key(pem))
     if isinstance(key, ed25519.Ed25519PrivateKey):
         seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                  serialization.NoEncryption())  # fmt: skip
@@ -67,7 +82,6 @@ def load_key(entry: DkimKey) -> SigningKey:
 
 
 _local = threading.local()
-_PREHASHED = utils.Prehashed(hashes.SHA256())
 _dkimpy_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
 
 
@@ -76,26 +90,51 @@ def _rsa_sign(hash_obj: Any, private_key: Any) -> bytes:
     key: rsa.RSAPrivateKey | None = getattr(_local, "rsa_key", None)
     if key is None or hash_obj.name != "sha256":
         return bytes(_dkimpy_rsa_sign(hash_obj, private_key))
-    return key.sign(hash_obj.digest(), padding.PKCS1v15(), _PREHASHED)
+    return key.sign(hash_obj.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
 
 dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign  # a thread-local key, so concurrent signatures never mix
 
 
-def sign(message: bytes, key: SigningKey) -> str:
-    """The DKIM-Signature value for `message` (CRLF line ends), unfolded to one line."""
-    signer = dkim.DKIM(message, signature_algorithm=key.algorithm, linesep=b"\r\n")
+def sign(message: Iterable[bytes] | bytes, key: SigningKey) -> str:
+    """The DKIM-Signature value for a raw message (bytes or chunks), unfolded to one line.
+
+    The body is hashed as it streams (bodyhash.py: the octets dkimpy would hash); dkimpy
+    gets the header block only and makes the tags and b= as its DKIM.sign does.
+    """
+    header, body = bodyhash.split([message] if isinstance(message, bytes) else message)
+    policy = CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZE))
+    digest = bodyhash.digests(body, [(CANONICALIZE[1], key.algorithm, None)])[(CANONICALIZE[1], key.algorithm, None)]
+    signer = dkim.DKIM(header + b"\r\n", signature_algorithm=key.algorithm, linesep=b"\r\n")
+    private: Any
+    if key.algorithm == b"ed25519-sha256":
+        private = nacl.signing.SigningKey(key.pem, encoder=nacl.encoding.Base64Encoder)
+    else:
+        private = key.dkimpy_key
+    include = tuple(name.lower() for name in signer.default_sign_headers())
+    if b"from" not in include:
+        raise dkim.ParameterError("The From header field MUST be signed")
+    signer.hasher = dkim.HASH_ALGORITHMS[key.algorithm]
+    fields = [  # dkimpy's DKIM.sign, with the streamed bh=
+        (b"v", b"1"),
+        (b"a", key.algorithm),
+        (b"c", policy.to_c_value()),
+        (b"d", key.domain.encode()),
+        (b"i", b"@" + key.domain.encode()),
+        (b"q", b"dns/txt"),
+        (b"s", key.selector.encode()),
+        (b"t", str(int(time.time())).encode("ascii")),
+        (b"h", b" : ".join(include)),
+        (b"bh", base64.b64encode(digest)),
+        (b"b", b"0" * 60),  # dkimpy's place holder: b= folds onto a line of its own
+    ]
     _local.rsa_key = key.rsa_key
     try:
-        field = signer.sign(key.selector.encode(), key.domain.encode(), key.pem, canonicalize=CANONICALIZE)
+        value = signer.gen_header(fields, include, policy, b"DKIM-Signature", private)
     finally:
         _local.rsa_key = None
-    text = field.decode("ascii")
-    name, _, value = text.partition(":")
-    if name.lower() != "dkim-signature":
-        raise ValueError(f"dkimpy returned {name!r}, not a DKIM-Signature")
     # removing the CRLF of each fold keeps its white space: the same field under relaxed canonicalization
-    return value.replace("\r\n", "").strip()
+    return bytes(value).decode("ascii").replace("\r\n", "").strip()
 
 
 class SigningCheck(CheckHooks):
@@ -123,7 +162,7 @@ class SigningCheck(CheckHooks):
             self.metrics.dkim_signed.labels(domain=key.domain, result="error").inc()
             return [Verdict(Action.CONTINUE, "dkim", reason=f"not signed: larger than {self.max_bytes} bytes")]
         started = time.perf_counter()
-        value = sign(b"".join(tx.raw_chunks()), key)
+        value = sign(tx.raw_chunks(), key)  # streamed: memory does not grow with the message
         tx.scratch["dkim_sign_ms"] = (time.perf_counter() - started) * 1000
         self.metrics.dkim_signed.labels(domain=key.domain, result="signed").inc()
         return [Verdict(Action.CONTINUE, "dkim", headers=(("DKIM-Signature", value),),

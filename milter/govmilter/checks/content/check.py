@@ -7,8 +7,10 @@ read as Latin, spaced letters joined) and, when a rule asks, with the diacritics
 removed. A rule either adds its score or, with `action = "reject"`, refuses the
 message with its own reply. The score of a message is the sum of every enforced
 hit so far, the dnsbl weights included: at `tag_threshold` the message gets
-X-Spam-Flag, at `reject_threshold` it is refused. Monitor-mode hits are listed
-and counted but never add to the score.
+X-Spam-Flag, at `reject_threshold` it is refused (outbound mail, from trusted
+relays and AUTH users, has its own `outbound_tag_threshold` and
+`outbound_reject_threshold`). Monitor-mode hits are listed and counted but never
+add to the score.
 
 All the text is read, in bounded memory: each body part (and each document) is
 read in windows of WINDOW characters, normalised per window and matched with
@@ -45,7 +47,7 @@ from govmilter.ruleset.expression import names as expression_names
 from govmilter.ruleset.expression import parse as parse_expression
 from govmilter.ruleset.patterns import Pattern, PatternError, PatternTimeout, compile_pattern, encode, nested_repeat
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
-from govmilter.text.links import LINK_WINDOW, Link, iter_links
+from govmilter.text.links import Link, message_links
 from govmilter.text.normalize import (
     HtmlText,
     decode_header_value,
@@ -94,6 +96,15 @@ SCHEMA = Schema(
             "default-ignorable) characters removed, every space a space, line and paragraph separators a line "
             "break, Cyrillic/Greek look-alike letters read as Latin, runs of spaced single letters joined "
             '("T Ố I" -> "TỐI", "M.Ậ.T" -> "MẬT"). It must not match the empty text',
+        ),
+        Key(
+            "unless",
+            "text",
+            "none",
+            "an exception, for header, attachment-name, link and link-domain rules: a second pattern (the same "
+            "syntax, letter case and marks as pattern); the rule does not fire on a header value, file name or "
+            'link that unless also matches ("tối mật" in a file name, unless the name says "hướng dẫn"). It must '
+            "run on the linear-time engine: no lookaround, no backreference",
         ),
         Key(
             "expression",
@@ -196,6 +207,11 @@ class ContentRule:
     matcher: Pattern | None = None  # what runs on mail: RE2, or the time-limited fallback
     conditions: Conditions = NO_CONDITIONS  # sender, From, link domains, authentication
     expression: Node | None = None  # a combined rule: fires when this holds over the rules that fired
+    unless: Pattern | None = None  # an exception: the rule does not fire on a text (name, value, link) it matches
+
+    def vetoed(self, text: str, encoded: bytes | None = None) -> bool:
+        """The rule's exception matches this text (one header value, file name or link)."""
+        return self.unless is not None and self.unless.search(text, encoded) is not None
 
     def applies(self, internal: bool) -> bool:
         return self.direction == "any" or (self.direction == "outbound") == internal
@@ -304,7 +320,7 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
     expression: Node | None = None
     if "expression" in entry.data:
         source = entry.text("expression", required=True)
-        for key in ("pattern", "target", "header", "case_sensitive", "ignore_diacritics"):
+        for key in ("pattern", "target", "header", "case_sensitive", "ignore_diacritics", "unless"):
             if key in entry.data:
                 entry.problem(f"{key} is for pattern rules: a combined rule has an expression instead", key)
         try:
@@ -321,6 +337,8 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
     if "pattern" not in entry.data and conditions.any:
         if "target" in entry.data or "header" in entry.data:
             entry.problem("target is for a pattern: a rule of conditions only has no target", "target")
+        if "unless" in entry.data:
+            entry.problem("unless is an exception to a pattern: a rule of conditions only has none", "unless")
         return _patternless(entry, conditions)
     targets = _targets(entry)
     headers = tuple(h.lower() for h in entry.strings("header"))
@@ -345,14 +363,10 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
     description = entry.text("description")
     if not source:
         return None
-    pattern = normalize_pattern(source)
-    if ignore_diacritics:
-        pattern = strip_diacritics(pattern)
-    try:
-        matcher = compile_pattern(pattern, ignore_case=not case_sensitive)
-    except PatternError as exc:
-        entry.problem(f"pattern is {exc}", "pattern")
+    compiled = _compile(entry, "pattern", source, ignore_diacritics, case_sensitive)
+    if compiled is None:
         return None
+    pattern, matcher = compiled
     regex = matcher.python
     try:
         empty = matcher.search("", timeout=1.0) is not None
@@ -408,7 +422,57 @@ def _compile_rule(entry: Entry, warnings: list[RuleProblem]) -> ContentRule | No
         prefilter=build_prefilter(regex),
         matcher=matcher,
         conditions=conditions,
+        unless=_unless(entry, targets, ignore_diacritics, case_sensitive),
     )
+
+
+def _compile(
+    entry: Entry, key: str, source: str, ignore_diacritics: bool, case_sensitive: bool
+) -> tuple[str, Pattern] | None:
+    """The rule text `key` as it is matched (normalised, diacritics stripped when asked) and its
+    compiled pattern; None after saying the problem."""
+    pattern = normalize_pattern(source)
+    if ignore_diacritics:
+        pattern = strip_diacritics(pattern)
+    try:
+        return pattern, compile_pattern(pattern, ignore_case=not case_sensitive)
+    except PatternError as exc:
+        entry.problem(f"{key} is {exc}", key)
+        return None
+
+
+UNLESS_TARGETS = frozenset({"header", "attachment-name", "link", "link-domain"})  # one text each
+
+
+def _unless(entry: Entry, targets: tuple[str, ...], ignore_diacritics: bool, case_sensitive: bool) -> Pattern | None:
+    """The rule's exception pattern, compiled as its pattern is; None when it has none (or a problem)."""
+    if "unless" not in entry.data:
+        return None
+    source = entry.text("unless", required=True)
+    if not source:
+        return None
+    streamed = [t for t in targets if t not in UNLESS_TARGETS]
+    if streamed:
+        entry.problem(
+            f"unless is for header, attachment-name, link and link-domain rules (one text each), not {streamed[0]!r}",
+            "unless",
+        )
+        return None
+    compiled = _compile(entry, "unless", source, ignore_diacritics, case_sensitive)
+    if compiled is None:
+        return None
+    matcher = compiled[1]
+    if not matcher.linear:
+        entry.problem(
+            f"unless uses {matcher.why}, which the linear-time engine cannot run: an exception must never be "
+            "skipped, so write it without (list the words the exception is about)",
+            "unless",
+        )
+        return None
+    if matcher.search("") is not None:
+        entry.problem("unless matches the empty text, so the rule would never fire", "unless")
+        return None
+    return matcher
 
 
 def _patternless(entry: Entry, conditions: Conditions, expression: Node | None = None) -> ContentRule:
@@ -446,6 +510,34 @@ def _targets(entry: Entry) -> tuple[str, ...]:
         entry.problem(f"target = {value!r}: expected one of {', '.join(TARGETS)} or a list of them", "target")
         return ("body",)
     return tuple(dict.fromkeys(names))
+
+
+class _Fired:
+    """The names an expression reads: the rules that fired, and the parts evaluated when first asked.
+
+    A part of a combined rule with link conditions (score 0, only an expression reads it) is held
+    back: `a and b` stops at a false `a`, so the message's links are read only if it gets that far.
+    Its hit is recorded when it holds, as if it had been evaluated with the others.
+    """
+
+    def __init__(self, names: set[str], parts: dict[str, Callable[[], Verdict | None]], hits: list[Verdict]):
+        self.names = names
+        self.parts = parts
+        self.hits = hits
+
+    def __contains__(self, name: object) -> bool:
+        if name in self.names:
+            return True
+        evaluate = self.parts.pop(name, None) if isinstance(name, str) else None
+        verdict = evaluate() if evaluate is not None else None
+        if verdict is None:
+            return False
+        self.hits.append(verdict)
+        self.names.add(verdict.rule)
+        return True
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
 
 
 class _Texts:
@@ -544,19 +636,19 @@ def _is_link_rule(rule: ContentRule) -> bool:
 
 
 class _Links:
-    """The message's links (text/links.py), read once on first need, at most `limit` of them."""
+    """The message's links (text/links.py), at most `limit` of them, read only as far as a rule asks.
+
+    The extraction is the transaction's one (message_links, shared with the dnsbl check): a
+    message no link rule or condition is evaluated on is never searched for links.
+    """
 
     def __init__(self, tx: Transaction, limit: int):
         self.tx = tx
         self.limit = limit
-        self._links: list[Link] | None = None
 
     @property
-    def all(self) -> list[Link]:
-        if self._links is None:
-            parts = (part.pieces(LINK_WINDOW) for part in self.tx.facts().texts)
-            self._links = list(itertools.islice(iter_links(parts), self.limit))
-        return self._links
+    def all(self) -> Iterator[Link]:
+        return itertools.islice(message_links(self.tx.scratch, self.tx.facts().texts), self.limit)
 
     def first(self, rule: ContentRule) -> Link | None:
         """The first link that meets the rule's link conditions."""
@@ -573,7 +665,7 @@ class _Links:
             if rule.prefilter is not None and not rule.prefilter.may_match(text, fold(text)):
                 continue
             matched = clock.search(rule, text, functools.partial(encode, text))
-            if matched is not None:
+            if matched is not None and not rule.vetoed(text):
                 return link.url if target == "link" else f"{link.domain} ({link.url})"
         return None
 
@@ -660,6 +752,8 @@ class ContentCheck(CheckHooks):
         settings = config.content
         self.tag_threshold = settings.tag_threshold
         self.reject_threshold = settings.reject_threshold
+        self.outbound_tag_threshold = settings.outbound_tag_threshold  # trusted relays and AUTH users
+        self.outbound_reject_threshold = settings.outbound_reject_threshold
         self.code = settings.reply_code
         self.enhanced = settings.reply_enhanced
         self.replies = settings
@@ -713,14 +807,15 @@ class ContentCheck(CheckHooks):
             unreadable = self._read_documents(tx, document)
         texts = _Texts(tx)
         links = _Links(tx, self.max_links)
+        parts: dict[str, Callable[[], Verdict | None]] = {}  # link conditions only a combined rule reads
         for rule in applying:
             hit = body.found.get(rule.id) or document.found.get(rule.id)
             if rule.regex is None:  # conditions only: they held (the envelope's above), a link's here
-                link = links.first(rule) if rule.conditions.link else None
-                if link is None and rule.conditions.link:
+                if rule.conditions.link and rule.action == "score" and not rule.score:
+                    # a part of a combined rule: its links are read only if an expression asks for it
+                    parts[rule.id] = functools.partial(self._conditions_hold, rule, links)
                     continue
-                what = f"link {_excerpt(link.url)!r}" if link is not None else "its conditions"
-                found.append(self._verdict(rule, "", "", "", reason=f"{what} held"))
+                found.append(self._conditions_hold(rule, links))
                 continue
             if hit is not None:
                 verdict: Verdict | None = self._verdict(rule, hit.target, "", hit.matched)
@@ -735,7 +830,8 @@ class ContentCheck(CheckHooks):
         found.extend(unreadable)
         hits = [v for v in found if v is not None]
         if combined:
-            fired = {h.rule for h in hits if h.rule} | {f"{h.check}/{h.rule}" for h in tx.hits if h.rule}
+            seen = {h.rule for h in hits if h.rule} | {f"{h.check}/{h.rule}" for h in tx.hits if h.rule}
+            fired = _Fired(seen, parts, hits)
             for rule in combined:
                 assert rule.expression is not None
                 if rule.expression.holds(fired):
@@ -746,7 +842,15 @@ class ContentCheck(CheckHooks):
         if refusals:
             # every finding is recorded; the pipeline stops at the first refusal, put last
             return [v for v in hits if not v.refuses] + refusals
-        return [*hits, self._score(tx.hits + hits, tx.scratch)]
+        return [*hits, self._score(tx.hits + hits, tx.scratch, internal=tx.envelope.internal)]
+
+    def _conditions_hold(self, rule: ContentRule, links: _Links) -> Verdict | None:
+        """A rule of conditions only (its envelope's held already): its hit when a link meets its link conditions."""
+        link = links.first(rule) if rule.conditions.link else None
+        if link is None and rule.conditions.link:
+            return None
+        what = f"link {_excerpt(link.url)!r}" if link is not None else "its conditions"
+        return self._verdict(rule, "", "", "", reason=f"{what} held")
 
     def _fire(self, rule: ContentRule, texts: _Texts, clock: _Clock, links: _Links) -> Verdict | None:
         for target in rule.targets:
@@ -766,7 +870,7 @@ class ContentCheck(CheckHooks):
                     )
                 for text in candidates:
                     matched = clock.search(rule, text, functools.partial(encode, text))
-                    if matched is not None:
+                    if matched is not None and not rule.vetoed(text):
                         return self._verdict(rule, target, header, matched)
         return None
 
@@ -860,57 +964,66 @@ class ContentCheck(CheckHooks):
             reason=reason,
         )
 
-    def _score(self, hits: Sequence[Verdict], scratch: dict[str, Any] | None = None) -> Verdict:
+    def _score(self, hits: Sequence[Verdict], scratch: dict[str, Any] | None = None, internal: bool = False) -> Verdict:
+        tag_at, reject_at = self._thresholds(internal)
         scored = [h for h in hits if h.score and h.rule]
         total = sum(h.score for h in scored if h.mode is Mode.ENFORCE)
         self.metrics.spam_score.observe(max(total, 0.0))
         headers = [("X-Spam-Score", f"{total:.1f}")]
         if scored:
-            headers.append(("X-Spam-Report", self._report(total, scored)))
+            headers.append(("X-Spam-Report", self._report(total, scored, internal)))
         would_total = sum(h.score for h in scored)  # with every monitored rule enforced
         if any(h.mode is Mode.MONITOR for h in scored):
-            would = self._outcome(would_total)
+            would = self._outcome(would_total, internal)
             headers.append(
                 ("X-Govmilter-Monitor", f"check=content rule=spam-score score={would_total:.1f} would={would}")
             )
             if scratch is not None:  # the decision line and `govmilter scan` say it too
                 scratch["monitor_score"] = (round(would_total, 1), would)
-        if total >= self.reject_threshold:
+        if total >= reject_at:
             top = sorted((h for h in scored if h.mode is Mode.ENFORCE), key=lambda h: -h.score)[:5]
             names = ", ".join(f"{h.check}/{h.rule}" for h in top)
+            # an outside sender reads no internal rule ids unless the operator's text names {rules}
+            template = self.replies.reply_text_spam if internal else self.replies.reply_text_spam_inbound
             return Verdict(
                 Action.REJECT,
                 "content",
                 rule="spam-score",
                 code=self.code,
                 enhanced=self.enhanced,
-                text=self.replies.reply_text_spam.format(
-                    score=f"{total:.1f}", threshold=f"{self.reject_threshold:.1f}", rules=names
-                ),
+                text=template.format(score=f"{total:.1f}", threshold=f"{reject_at:.1f}", rules=names),
                 score=0.0,
-                reason=f"score {total:.1f} >= reject threshold {self.reject_threshold:.1f}",
+                reason=f"score {total:.1f} >= reject threshold {reject_at:.1f}",
                 headers=tuple(headers),
             )
-        if total >= self.tag_threshold:
+        if total >= tag_at:
             headers.insert(0, ("X-Spam-Flag", "YES"))
             return Verdict(
                 Action.CONTINUE,
                 "content",
                 rule="spam-tag",
-                reason=f"score {total:.1f} >= tag threshold {self.tag_threshold:.1f}",
+                reason=f"score {total:.1f} >= tag threshold {tag_at:.1f}",
                 headers=tuple(headers),
             )
         return Verdict(Action.CONTINUE, "content", reason=f"score {total:.1f}", headers=tuple(headers))
 
-    def _outcome(self, total: float) -> str:
-        """What a score gets: reject, tag or accept."""
-        if total >= self.reject_threshold:
-            return "reject"
-        return "tag" if total >= self.tag_threshold else "accept"
+    def _thresholds(self, internal: bool) -> tuple[float, float]:
+        """(tag, reject) thresholds: [content] outbound_* for outbound mail."""
+        if internal:
+            return self.outbound_tag_threshold, self.outbound_reject_threshold
+        return self.tag_threshold, self.reject_threshold
 
-    def _report(self, total: float, scored: Sequence[Verdict]) -> str:
+    def _outcome(self, total: float, internal: bool = False) -> str:
+        """What a score gets: reject, tag or accept."""
+        tag_at, reject_at = self._thresholds(internal)
+        if total >= reject_at:
+            return "reject"
+        return "tag" if total >= tag_at else "accept"
+
+    def _report(self, total: float, scored: Sequence[Verdict], internal: bool = False) -> str:
+        tag_at, reject_at = self._thresholds(internal)
         items = [f"{h.check}/{h.rule}={h.score:g}" + ("(monitor)" if h.mode is Mode.MONITOR else "") for h in scored]
-        report = f"score={total:.1f} tag={self.tag_threshold:g} reject={self.reject_threshold:g} rules: " + " ".join(
+        report = f"score={total:.1f} tag={tag_at:g} reject={reject_at:g} rules: " + " ".join(
             items
         )
         return report if len(report) <= REPORT_LIMIT else report[: REPORT_LIMIT - 3] + "..."

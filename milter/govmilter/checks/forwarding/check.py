@@ -101,11 +101,11 @@ from govmilter.checks.forwarding.traces import (
 )
 from govmilter.clients.redis import RedisStore
 from govmilter.config import Config
-from govmilter.decision import clean
 from govmilter.domains import DomainClass, Domains
 from govmilter.metrics import Metrics
 from govmilter.model import Action, Envelope, Mode, Stage, Transaction, Verdict
 from govmilter.network import is_trusted
+from govmilter.text.escape import log_plain as clean
 
 log = logging.getLogger("govmilter.forwarding")
 

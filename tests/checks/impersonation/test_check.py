@@ -1,0 +1,182 @@
+"""The impersonation check on its own: without auth, monitor mode, the rule file's errors, reload, bounds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from govmilter.checks.impersonation.rules import AllowEntry, compile_rules
+from govmilter.model import Action, Mode
+from govmilter.pipeline import CHECK_NAMES, rule_compilers
+from govmilter.ruleset import RuleErrors, RuleFile, load_ruleset
+from support.harness import RULES, Harness
+
+ONLY = [name for name in CHECK_NAMES if name not in ("impersonation", "content")]  # no auth: no DNS asked
+
+
+def message(frm: str, body: str = "Noi dung.", extra: str = "", html: bool = False) -> bytes:
+    kind = "text/html" if html else "text/plain"
+    return (f"From: {frm}\r\nTo: user@bacninh.gov.vn\r\nSubject: Thong bao\r\nMessage-ID: <c@x>\r\n{extra}"
+            f"MIME-Version: 1.0\r\nContent-Type: {kind}; charset=utf-8\r\n\r\n{body}\r\n").encode()  # fmt: skip
+
+
+def rules_copy(tmp_path: Path, edit: str = "", append: str = "") -> Path:
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES, copy, ignore=shutil.ignore_patterns("tests"))
+    path = copy / "impersonation.toml"
+    text = path.read_text()
+    if edit:
+        old, new = edit.split(" => ")
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text + append)
+    return copy
+
+
+def imp_hits(result: object) -> list[tuple[str, str, str]]:
+    hits = result.tx.hits  # type: ignore[attr-defined]
+    return [(h.rule, h.action.value, h.mode.value) for h in hits if h.check == "impersonation" and h.rule]
+
+
+def test_without_auth_only_our_own_domain_is_known_spoofed() -> None:
+    h = Harness(skip=ONLY)
+    own = h.scan(message("<vanthu@bacninh.gov.vn>"))
+    assert own.verdict.action is Action.REJECT and own.verdict.rule == "spoofed-local-domain"
+    text = own.verdict.smtp_reply()
+    assert text.isascii() and "Dieu 10.2.c" in text and "ten mien bacninh.gov.vn" in text
+    assert h.scan(message("<thue@gdt.gov.vn>")).verdict.action is Action.ACCEPT  # no DMARC result to judge by
+    # the outbound side is not judged
+    assert h.scan(message("<vanthu@bacninh.gov.vn>"), client_ip="127.0.0.1").verdict.action is Action.ACCEPT
+    assert h.scan(message("<vanthu@bacninh.gov.vn>"), auth_user="vanthu").verdict.action is Action.ACCEPT
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "<vanthu@bac\u200eninh.gov.vn>",  # a bidi mark IDNA refuses: a look-alike of our own name
+        '"x" <a@evil.example>@bacninh.gov.vn',  # a field the parser gives up on: its addresses still count
+        "=?utf-8?q?Van_thu?= <vanthu@BACNINH.GOV.VN.>",
+    ],
+)
+def test_spellings_of_our_own_domain_are_refused(sender: str) -> None:
+    result = Harness(skip=ONLY).scan(message(sender))
+    assert result.verdict.action is Action.REJECT, imp_hits(result)
+
+
+def test_the_reply_names_the_protected_name_when_the_spoofed_one_is_not_plain() -> None:
+    result = Harness(skip=ONLY).scan(message("<vanthu@bac\u200eninh.gov.vn>"))
+    assert "ten mien bacninh.gov.vn " in result.verdict.text and result.verdict.text.isascii()
+
+
+def test_monitor_mode_records_and_never_refuses(tmp_path: Path) -> None:
+    rules = rules_copy(tmp_path, 'finding = "lookalike-gov-join"\naction = "reject" => '
+                                 'finding = "lookalike-gov-join"\nmode = "monitor"\naction = "reject"')  # fmt: skip
+    h = Harness(skip=ONLY, rules_dir=rules)
+    result = h.scan(message("<a@bacninh-gov.vn>"))
+    assert result.verdict.action is Action.ACCEPT
+    assert ("lookalike-gov-join", "reject", "monitor") in imp_hits(result)
+    value = h.metrics.registry.get_sample_value(
+        "govmilter_impersonation_hits_total", {"kind": "lookalike-gov-join", "protected": "bacninh.gov.vn"}
+    )
+    assert value == 1
+
+
+def test_a_protected_body_added_to_the_file_is_judged_after_a_reload(tmp_path: Path) -> None:
+    h = Harness(skip=ONLY)
+    assert h.scan(message("<a@laichau-gov.vn>")).verdict.action is Action.ACCEPT
+    rules = rules_copy(tmp_path, 'protected = [ => protected = [\n    "laichau.gov.vn",')
+    h.ruleset = load_ruleset(rules, rule_compilers())  # what the store's reload swaps in
+    assert h.scan(message("<a@laichau-gov.vn>")).verdict.rule == "lookalike-gov-join"
+
+
+def test_links_past_max_links_are_not_judged() -> None:
+    body = "Xem http://203.0.113.9/a va https://bit.ly/x"
+    assert {r for r, _, _ in imp_hits(Harness(skip=ONLY).scan(message("<a@x.example>", body)))} == {
+        "link-ip-address", "link-shortener"}  # fmt: skip
+    one = Harness(["impersonation.max_links=1"], skip=ONLY).scan(message("<a@x.example>", body))
+    assert [r for r, _, _ in imp_hits(one)] == ["link-ip-address"]
+    none = Harness(["impersonation.max_links=0"], skip=ONLY).scan(message("<a@x.example>", body))
+    assert imp_hits(none) == []
+
+
+def test_a_data_link_counts_but_an_inline_data_image_does_not() -> None:
+    h = Harness(skip=ONLY)
+    image = '<img src="data:image/png;base64,iVBORw0KGgo=">'
+    assert imp_hits(h.scan(message("<a@x.example>", image, html=True))) == []
+    link = '<a href="data:text/html;base64,PGgxPg==">Mo</a>'
+    assert [r for r, _, _ in imp_hits(h.scan(message("<a@x.example>", link, html=True)))] == ["link-data-url"]
+
+
+def test_display_names_match_whole_words_without_diacritics() -> None:
+    h = Harness(skip=ONLY)
+    for name in ("Cuc Thue", "CỤC THUẾ Bắc Ninh", "Phòng HC - Sở Tài chính", "cục   thuế"):
+        assert [r for r, _, _ in imp_hits(h.scan(message(f'"{name}" <x@gmail.com>')))] == ["display-name-state-body"]
+    for name in ("Nguyen Van So", "Cuc Thuetu", "Tu van thue"):
+        assert imp_hits(h.scan(message(f'"{name}" <x@gmail.com>'))) == [], name
+
+
+def test_rule_file_errors_name_the_file_and_line() -> None:
+    text = (
+        'kind = "impersonation"\nprotected = ["gdt.gov.vn", "not a domain"]\nshorteners = ["bit.ly"]\n'
+        'near_distance = 9\n[[allow]]\nid = "x"\ndomains = ["a.gov.vn"]\nnetworks = ["300.1.2.3/24"]\n'
+        '[[rule]]\nid = "r1"\nfinding = "lookalike-everything"\naction = "reject"\n'
+        '[[rule]]\nid = "r2"\nfinding = "display-name"\nplaces = ["from"]\nscore = 1\n'
+        '[[rule]]\nid = "r3"\nfinding = "link-ip"\n'
+    )
+    import tomllib
+
+    with pytest.raises(RuleErrors) as error:
+        compile_rules([RuleFile("rules/impersonation.toml", text, tomllib.loads(text))])
+    found = [str(p) for p in error.value.problems]
+    expect = [
+        "rules/impersonation.toml:2: protected: 'not a domain' is not a domain name",
+        "rules/impersonation.toml:4: near_distance = 9",
+        "rules/impersonation.toml:8: x: networks: '300.1.2.3/24' is not an address or network",
+        "rules/impersonation.toml:11: r1: finding = 'lookalike-everything'",
+        "rules/impersonation.toml:16: r2: places is for lookalike-* findings only",
+        "rules/impersonation.toml:18: r3: a rule with action = 'score' needs a non-zero score",
+    ]
+    for start in expect:
+        assert any(line.startswith(start) for line in found), (start, found)
+
+
+def test_a_list_set_in_two_files_is_an_error() -> None:
+    one = RuleFile("a.toml", 'protected = ["gdt.gov.vn"]\n', {"kind": "impersonation", "protected": ["gdt.gov.vn"]})
+    two = RuleFile("b.toml", 'protected = ["x.gov.vn"]\n', {"kind": "impersonation", "protected": ["x.gov.vn"]})
+    with pytest.raises(RuleErrors, match=r"protected is already set in a\.toml"):
+        compile_rules([one, two])
+
+
+def test_an_allow_entry_needs_its_network_and_its_dkim_pass() -> None:
+    import ipaddress
+
+    entry = AllowEntry("n", ("bantin.bacninh.gov.vn",), (ipaddress.ip_network("198.51.100.0/24"),),
+                       ("bantin.bacninh.gov.vn",))  # fmt: skip
+    assert entry.allows("bantin.bacninh.gov.vn", "198.51.100.9", ["bantin.bacninh.gov.vn"])
+    assert not entry.allows("bantin.bacninh.gov.vn", "198.51.100.9", [])  # no DKIM pass
+    assert not entry.allows("bantin.bacninh.gov.vn", "203.0.113.9", ["bantin.bacninh.gov.vn"])
+    assert not entry.allows("bacninh.gov.vn", "198.51.100.9", ["bantin.bacninh.gov.vn"])  # the parent is not allowed
+    assert entry.allows("x.bantin.bacninh.gov.vn", "198.51.100.9", ["bantin.bacninh.gov.vn"])
+
+
+def test_the_shipped_file_refuses_the_shapes_and_scores_the_rest() -> None:
+    compiled = load_ruleset(RULES, rule_compilers()).get("impersonation")
+    by_finding = {r.finding: r for r in compiled.rules}
+    assert {f for f, r in by_finding.items() if r.action == "reject"} == {
+        "spoofed-local",
+        "spoofed-government",
+        "lookalike-prefix",
+        "lookalike-confusable",
+        "lookalike-gov-join",
+    }
+    assert all(r.mode is Mode.ENFORCE for r in compiled.rules)
+    assert {"gdt.gov.vn", "chinhphu.vn"} <= set(compiled.protected)
+
+
+def test_a_refusal_without_a_protected_name_cites_the_government_name(tmp_path: Path) -> None:
+    rules = rules_copy(tmp_path, 'finding = "link-ip"\nscore = 2.0 => finding = "link-ip"\naction = "reject"')
+    result = Harness(skip=ONLY, rules_dir=rules).scan(message("<a@x.example>", "Xem http://203.0.113.9/a"))
+    assert result.verdict.rule == "link-ip-address"
+    assert "ten mien gov.vn " in result.verdict.text and "203.0.113.9" not in result.verdict.text
