@@ -612,6 +612,15 @@ class Reply:
     def accepted(self) -> bool:
         return self.stage == "done" and 200 <= self.code < 300
 
+    @property
+    def message(self) -> str:
+        """The text without what govmilter appends to a refusal (the helpdesk reference, the contact)."""
+        lines = self.text.splitlines()
+        for index, line in enumerate(lines):
+            if "Ma tham chieu / reference: " in line:
+                return "\n".join(lines[:index])
+        return self.text
+
 
 def send(
     port: int,

@@ -37,7 +37,7 @@ def send_inbound(stack: Stack, data: bytes) -> Reply:
 
 def assert_virus(reply: Reply, signature: str | None) -> None:
     assert (reply.stage, reply.code) == ("data", 554), reply
-    match = VIRUS_REPLY.match(reply.text.replace("\n", " "))
+    match = VIRUS_REPLY.match(reply.message.replace("\n", " "))
     assert match, reply.text
     assert match.group(1) == match.group(2)
     if signature is not None and LAB_DATABASE:

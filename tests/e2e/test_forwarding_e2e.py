@@ -36,7 +36,7 @@ def stored(name: str, subject: str, message_id: str | None = None) -> bytes:
 
 
 def one_line(reply: Reply) -> str:
-    return " ".join(reply.text.split())
+    return " ".join(reply.message.split())
 
 
 def assert_refused(reply: Reply, text: str) -> None:

@@ -139,7 +139,7 @@ def test_a_client_still_sending_past_the_grace_gets_451_from_govmilter(
 ) -> None:
     marker, reply, status, log = stop_mid_data(stack, tmp_path, grace=2, feed_seconds=8)
     # Postfix passes our reply on; a cut milter connection would read "451 4.3.5 Server configuration problem"
-    assert reply.startswith("451 4.3.2 ") and "service shutting down" in reply, reply
+    assert reply.startswith("451-4.3.2 ") and "service shutting down" in reply, reply
     assert status == 0, log
     assert "draining 1 open transactions, grace 2 s" in log and "shutdown grace over" in log
     assert "check=shutdown" in log and "no step from Postfix" not in log
