@@ -116,6 +116,8 @@ def _relaxed_blanks(data: bytes) -> bytes:
     """
     if b"\t" in data:
         data = data.replace(b"\t", b" ")
+    elif b" " not in data:  # base64 and other encoded parts: one memchr, nothing to change
+        return data
     while b"  " in data:
         data = data.replace(b"  ", b" ")
     return data.replace(b" \r\n", b"\r\n")
