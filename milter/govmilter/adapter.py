@@ -24,7 +24,7 @@ import Milter
 import milter as _pymilter_c
 
 from govmilter.model import Action, Envelope, Stage, Transaction, Verdict, tempfail
-from govmilter.runtime import ANSWER_WINDOW, Runtime, bind, header_value, reply_text, shutdown_verdict
+from govmilter.runtime import ANSWER_WINDOW, Runtime, bind, header_value, shutdown_verdict
 
 log = logging.getLogger("govmilter.adapter")
 
@@ -45,11 +45,6 @@ _RETURN_CODES = {
     Action.DISCARD: Milter.DISCARD,
     Action.ACCEPT: Milter.ACCEPT,
 }
-
-
-# what libmilter is handed, escaped by text/escape.py (re-exported by runtime)
-_reply_text = reply_text
-_header_text = header_value
 
 
 def guarded(where: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -228,7 +223,7 @@ class GovMilter(Milter.Base):
             for name, index in self.rt.forged_headers(tx):
                 self.chgheader(name, index, "")
             for name, value in verdict.headers:
-                self.addheader(name, _header_text(value))
+                self.addheader(name, header_value(value))
             self.rt.pipeline.accepted(tx)
         return self._answer(verdict)
 

@@ -473,7 +473,7 @@ def test_a_result_longer_than_a_line_folds_between_its_properties_and_stays_unde
 
 
 def test_the_adapter_keeps_a_fold_and_nothing_else() -> None:
-    from govmilter.adapter import _header_text
+    from govmilter.runtime import header_value as _header_text  # what the adapter hands libmilter
 
     assert _header_text("gw; spf=pass;\n\tdkim=pass") == "gw; spf=pass;\n dkim=pass"  # still a fold
     # a newline not followed by white space would start a new field: blanked, as in a reply

@@ -51,7 +51,7 @@ from govmilter.config import Config, ImpersonationConfig
 from govmilter.domains import Domains, normalize_domain, registered_domain, split_address
 from govmilter.metrics import Metrics
 from govmilter.model import AUTH_SUMMARY_KEY, Action, AuthSummary, Stage, Transaction, Verdict
-from govmilter.text.links import URL_HOST, URL_LIMIT, Link, anchor_text, ip_host, iter_links, normal_domain
+from govmilter.text.links import URL_HOST, URL_LIMIT, Link, anchor_text, ip_host, message_links, normal_domain
 from govmilter.text.normalize import decode_header_value, normalize
 
 __all__ = ["RULE_KIND", "SCHEMA", "ImpersonationCheck", "build", "compile_rules"]
@@ -293,7 +293,8 @@ class ImpersonationCheck(CheckHooks):
         count = 0
         html_parts = [part for part in facts.texts if part.content_type == "text/html"]
         loose = (link for part in html_parts for piece in part.pieces() for link in loose_links(piece))
-        for link in itertools.chain(iter_links(part.pieces() for part in facts.texts), loose):
+        # the transaction's one extraction, shared with dnsbl and content (it ran for them already)
+        for link in itertools.chain(message_links(tx.scratch, facts.texts), loose):
             key = (link.host, link.text, link.url[:200])
             if key in seen:  # copies of one link count once: they cannot push another past max_links
                 continue
