@@ -180,3 +180,17 @@ def test_a_refusal_without_a_protected_name_cites_the_government_name(tmp_path: 
     result = Harness(skip=ONLY, rules_dir=rules).scan(message("<a@x.example>", "Xem http://203.0.113.9/a"))
     assert result.verdict.rule == "link-ip-address"
     assert "ten mien gov.vn " in result.verdict.text and "203.0.113.9" not in result.verdict.text
+
+
+def test_a_field_past_what_is_judged_scores_instead_of_hiding_the_rest() -> None:
+    """A sender cannot hide a look-alike behind 50 harmless domains or 16 384 characters: past the
+    bound the rest is not read, and the message scores for it (rule too-many-to-judge)."""
+    h = Harness(skip=ONLY)
+    harmless = ", ".join(f"<a{i}@partner{i}.example>" for i in range(60))
+    crowd = h.scan(message("<a@x.example>", extra=f"Reply-To: {harmless}, <thue@bacninh-gov.vn>\r\n"))
+    assert ("too-many-to-judge", "continue", "enforce") in imp_hits(crowd)
+    long_from = h.scan(message(f'"{"Thong bao " * 1700}" <a@x.example>'))
+    assert ("too-many-to-judge", "continue", "enforce") in imp_hits(long_from)
+    # at the bound, not past it: nothing for it
+    fifty = ", ".join(f"<a{i}@partner{i}.example>" for i in range(50))
+    assert imp_hits(h.scan(message("<a@x.example>", extra=f"Reply-To: {fifty}\r\n"))) == []

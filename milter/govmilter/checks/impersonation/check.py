@@ -173,6 +173,9 @@ class ImpersonationCheck(CheckHooks):
                     yield spoof
             else:  # a quoted local part shows too: "thongbao@bacninh.gov.vn"@evil.example
                 yield from self._display_name(f"{display} {split_address(address)[0]}".strip(), rules, protected)
+        for place, name in (("from", "From"), ("reply-to", "Reply-To"), ("sender", "Sender")):
+            if past_field_chars(tx.header(name)):  # the rest is not read: the rule file says what that costs
+                yield Finding("past-limit", NONE, place, f"{place} is longer than {FIELD_CHARS} characters")
         places = (("from", authors), ("reply-to", list(addresses(tx.header("Reply-To")))),
                   ("sender", list(addresses(tx.header("Sender")))),
                   ("envelope", [("", tx.envelope.mail_from)] if tx.envelope.mail_from else []))  # fmt: skip
@@ -184,7 +187,8 @@ class ImpersonationCheck(CheckHooks):
                 if not host or (place, host) in judged:
                     continue
                 hosts += 1
-                if hosts > MAX_HOSTS:  # stated: a field's domains past the first MAX_HOSTS are not judged
+                if hosts > MAX_HOSTS:  # the rest is not judged: the rule file says what that costs
+                    yield Finding("past-limit", NONE, place, f"{place} has more than {MAX_HOSTS} domains")
                     break
                 judged.add((place, host))
                 shape = protected.judge(host)
@@ -424,6 +428,16 @@ def addresses(values: Sequence[str], limit: int = FIELD_CHARS) -> Iterator[tuple
         group = _GROUP.match(value)  # `Cục Thuế: x@gmail.com;` shows the group's name as the sender's
         for display, address in found:
             yield decode_header_value(f"{group.group(1)} {display}" if group else display), address
+
+
+def past_field_chars(values: Sequence[str], limit: int = FIELD_CHARS) -> bool:
+    """Whether `addresses` leaves part of these fields unread (longer than `limit` as it reads them)."""
+    total = 0
+    for value in values:
+        total += len(" ".join(utf8(value).split()))
+        if total > limit:
+            return True
+    return False
 
 
 def utf8(value: str) -> str:

@@ -53,6 +53,8 @@ FINDINGS: dict[str, str] = {
     "link-shortener": "a link to a URL shortener of the list",
     "link-data": "an HTML link to a data: URL",
     "reply-diversion": "From is a government address, Reply-To is not",
+    "past-limit": "more than is judged: a From, Reply-To or Sender field past its characters or distinct "
+    "domains (the rest of it was not read)",
 }
 LOOKALIKE_PLACES = ("from", "reply-to", "sender", "envelope", "link")
 
