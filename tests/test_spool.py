@@ -351,3 +351,28 @@ def test_a_crlf_split_by_the_read_chunk_and_a_last_lone_cr_come_back_as_they_wer
     fields, chunks = read_message_file(io.BytesIO(b"Subject: x\r\n\r\n" + body))
     assert fields == [("Subject", "x")]
     assert b"".join(chunks) == body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["Subject", "To", "X-A"]), st.text(alphabet="ab \t\r\n", max_size=12)), max_size=5
+    ),
+    st.binary(max_size=300).map(lambda b: b.replace(b"\x00", b"")),
+)
+def test_a_message_read_from_a_file_spools_with_every_line_ending_in_crlf(
+    fields: list[tuple[str, str]], body: bytes
+) -> None:
+    """Transaction.crlf vouches for it: the DKIM body hash then skips its look for bare LFs."""
+    text = "".join(f"{n}: {v.replace(chr(10), chr(10) + ' ')}\n" for n, v in fields).encode() + b"\n" + body
+    headers, chunks = iter_message_file(io.BytesIO(text))
+    tx = Transaction(envelope=Envelope(), ruleset=RuleSet("v1", {}), spool=Spool(None, 64))
+    for name, value in headers:
+        tx.add_header(name, value)
+    tx.end_headers()
+    for chunk in chunks:
+        tx.add_body(chunk)
+    raw = b"".join(tx.raw_chunks())
+    assert tx.crlf
+    assert raw.count(b"\n") == raw.count(b"\r\n"), raw
+    tx.close()

@@ -417,6 +417,16 @@ class Transaction:
             return iter(())
         return self.body_loader()
 
+    @property
+    def crlf(self) -> bool:
+        """Every line of raw_chunks() ends in CRLF: true of a spool, false of a Transaction built by hand.
+
+        The spool writes header fields with CRLF, and the body as the MTA hands it over the milter
+        protocol (Postfix ends every line it sends a milter with CRLF) or as iter_message_file
+        makes it (bare LFs become CRLF). Readers that would look for bare LFs can skip the look.
+        """
+        return self.spool is not None
+
     def raw_chunks(self) -> Iterator[bytes]:
         """The raw message (every header field, the empty line, the body) as bytes chunks."""
         if self.spool is not None:

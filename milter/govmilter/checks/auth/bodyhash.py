@@ -52,12 +52,19 @@ def body_key(tags: dict[bytes, bytes]) -> BodyKey:
 
 
 class _Lines:
-    """CRLF or a bare LF becomes CRLF, a lone CR stays (dkimpy's rfc822_parse); a final CR is held."""
+    """CRLF or a bare LF becomes CRLF, a lone CR stays (dkimpy's rfc822_parse); a final CR is held.
 
-    def __init__(self) -> None:
+    `crlf`: the caller vouches that no line ends in a bare LF, so the chunks pass as they are.
+    The look for one (two counts over every byte) was the largest share of the DKIM work.
+    """
+
+    def __init__(self, crlf: bool = False) -> None:
         self.held = b""
+        self.crlf = crlf
 
     def feed(self, chunk: bytes) -> bytes:
+        if self.crlf:
+            return chunk
         data = self.held + chunk if self.held else chunk
         if data.endswith(b"\r"):
             data, self.held = data[:-1], b"\r"
@@ -212,15 +219,16 @@ def _fan_out(feeders: Sequence[Callable[[bytes], None]]) -> Callable[[bytes], No
     return emit
 
 
-def split(chunks: Iterable[bytes]) -> tuple[bytes, Iterator[bytes]]:
+def split(chunks: Iterable[bytes], *, crlf: bool = False) -> tuple[bytes, Iterator[bytes]]:
     """(header block, body chunks) of a raw message, line ends as dkimpy makes them (CRLF).
 
     The header block ends with the CRLF of its last field, so dkimpy reads the same
     fields from `header + b"\\r\\n"` as from the whole message. The body starts after
     the first empty line (none: an empty body), and is read from `chunks` only as the
-    returned iterator is.
+    returned iterator is. `crlf=True` when every line of `chunks` already ends in CRLF
+    (a transaction's spool: Transaction.crlf): the same result without looking for bare LFs.
     """
-    lines = _Lines()
+    lines = _Lines(crlf)
     source = iter(chunks)
     head = bytearray()
     for chunk in source:

@@ -142,7 +142,9 @@ class AuthCheck(CheckHooks):
         elif tx.raw_size > self.max_bytes:
             dkims = [dkim_mod.DkimResult("neutral", "", "", "message too large to verify")]
         else:  # streamed from the spool: memory does not grow with the message
-            dkims = dkim_mod.verify_all(tx.raw_chunks(), self.resolver, budget, self.settings.max_signatures)
+            dkims = dkim_mod.verify_all(
+                tx.raw_chunks(), self.resolver, budget, self.settings.max_signatures, crlf=tx.crlf
+            )
         dmarc = dmarc_mod.evaluate_authors(tx.header("From"), (spf.result, spf.domain),
                                            [(d.result, d.domain) for d in dkims], self.resolver, budget,
                                            known=policies)  # fmt: skip

@@ -75,13 +75,15 @@ class StreamedDKIM(dkim.DKIM):
         return super().verify_sig_process(sig, include_headers, sig_header, dnsfunc)
 
 
-def verify_all(chunks: Iterable[bytes] | bytes, resolver: Resolver, budget: Budget, limit: int) -> list[DkimResult]:
+def verify_all(chunks: Iterable[bytes] | bytes, resolver: Resolver, budget: Budget, limit: int,
+               *, crlf: bool = False) -> list[DkimResult]:  # fmt: skip
     """One result per DKIM-Signature field, top first, at most `limit` verified (the rest `neutral`).
 
     The raw message is read once, in chunks: the header block is kept (dkimpy parses it),
-    the body is only hashed as it streams (memory does not grow with its size).
+    the body is only hashed as it streams (memory does not grow with its size). `crlf`:
+    every line already ends in CRLF (bodyhash.split).
     """
-    header, body = bodyhash.split([chunks] if isinstance(chunks, bytes) else chunks)
+    header, body = bodyhash.split([chunks] if isinstance(chunks, bytes) else chunks, crlf=crlf)
     try:
         verifier = StreamedDKIM(header, {}, logger=_quiet, minkey=1024)
     except Exception as exc:  # a message dkimpy cannot parse at all

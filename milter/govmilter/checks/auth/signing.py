@@ -96,13 +96,14 @@ def _rsa_sign(hash_obj: Any, private_key: Any) -> bytes:
 dkim.RSASSA_PKCS1_v1_5_sign = _rsa_sign  # a thread-local key, so concurrent signatures never mix
 
 
-def sign(message: Iterable[bytes] | bytes, key: SigningKey) -> str:
+def sign(message: Iterable[bytes] | bytes, key: SigningKey, *, crlf: bool = False) -> str:
     """The DKIM-Signature value for a raw message (bytes or chunks), unfolded to one line.
 
     The body is hashed as it streams (bodyhash.py: the octets dkimpy would hash); dkimpy
-    gets the header block only and makes the tags and b= as its DKIM.sign does.
+    gets the header block only and makes the tags and b= as its DKIM.sign does. `crlf`:
+    every line already ends in CRLF (bodyhash.split).
     """
-    header, body = bodyhash.split([message] if isinstance(message, bytes) else message)
+    header, body = bodyhash.split([message] if isinstance(message, bytes) else message, crlf=crlf)
     policy = CanonicalizationPolicy.from_c_value(b"/".join(CANONICALIZE))
     digest = bodyhash.digests(body, [(CANONICALIZE[1], key.algorithm, None)])[(CANONICALIZE[1], key.algorithm, None)]
     signer = dkim.DKIM(header + b"\r\n", signature_algorithm=key.algorithm, linesep=b"\r\n")
@@ -162,7 +163,7 @@ class SigningCheck(CheckHooks):
             self.metrics.dkim_signed.labels(domain=key.domain, result="error").inc()
             return [Verdict(Action.CONTINUE, "dkim", reason=f"not signed: larger than {self.max_bytes} bytes")]
         started = time.perf_counter()
-        value = sign(tx.raw_chunks(), key)  # streamed: memory does not grow with the message
+        value = sign(tx.raw_chunks(), key, crlf=tx.crlf)  # streamed: memory does not grow with the message
         tx.scratch["dkim_sign_ms"] = (time.perf_counter() - started) * 1000
         self.metrics.dkim_signed.labels(domain=key.domain, result="signed").inc()
         return [Verdict(Action.CONTINUE, "dkim", headers=(("DKIM-Signature", value),),
