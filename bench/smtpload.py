@@ -29,11 +29,15 @@ class Result:
     bytes: int = 0
     replies: Counter[str] = field(default_factory=Counter)  # "250", "550 5.7.1", ...
     latencies: list[float] = field(default_factory=list)  # end of DATA to the reply, seconds
+    sizes: list[int] = field(default_factory=list)  # the size of the message of each latency, bytes
     cpu_seconds: float = 0.0  # the generator's own CPU
     errors: list[str] = field(default_factory=list)
 
-    def quantile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
+    def quantile(self, q: float, below: int | None = None) -> float:
+        """The q-quantile of the latencies, of the messages under `below` bytes only when given."""
+        chosen = self.latencies if below is None else [
+            t for t, size in zip(self.latencies, self.sizes, strict=True) if size < below]  # fmt: skip
+        ordered = sorted(chosen)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
@@ -126,6 +130,7 @@ async def _send(
     await writer.drain()
     answer = await _reply(reader)
     result.latencies.append(time.perf_counter() - sent)
+    result.sizes.append(len(data))
     result.replies[answer] += 1
     result.messages += 1
     result.bytes += len(data)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
+import dns.rrset
 import pytest
 
 from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, DnsClient, TTLCache
@@ -166,3 +170,37 @@ def test_a_huge_answer_is_used_but_never_cached(tmp_path: Path) -> None:
     finally:
         server.stop()
         client.close()
+
+
+def test_datagrams_that_do_not_answer_the_query_are_ignored_until_the_answer(
+    client_factory: type[DnsClient],
+) -> None:
+    """Garbage, a reply to another query and a reply to another name come first: the answer still counts."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(5)
+
+    def serve() -> None:
+        wire, peer = server.recvfrom(65535)
+        query = dns.message.from_wire(wire)
+        server.sendto(b"\x00\x01garbage", peer)
+        other = dns.message.make_response(query)
+        other.id = (query.id + 1) % 65536  # another query's answer
+        server.sendto(other.to_wire(), peer)
+        elsewhere = dns.message.make_response(dns.message.make_query("elsewhere.example", "A"))
+        elsewhere.id = query.id  # the right id, another question
+        server.sendto(elsewhere.to_wire(), peer)
+        answer = dns.message.make_response(query)
+        answer.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "127.0.0.2"))
+        server.sendto(answer.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        client = client_factory("127.0.0.1", server.getsockname()[1])
+        answers = client.lookup([LISTED_NAME], budget=5)
+        assert answers[LISTED_NAME].status == LISTED
+        assert answers[LISTED_NAME].addresses == ("127.0.0.2",)
+    finally:
+        thread.join(5)
+        server.close()
