@@ -29,7 +29,10 @@ LARGE_SESSIONS sessions at once, to govmilter and clamav-milter: the wall time o
 RSS of the milter process (VmHWM, and VmRSS sampled every 20 ms).
 
 `--half-load` (on by default; `--no-half-load`) adds one round per variant sent open-loop at half
-of that variant's saturated rate: the milter time per message users feel below saturation.
+of that variant's saturated rate: the milter time per message users feel below saturation, from
+govmilter's histogram, and for every variant (Postfix alone and clamav-milter too) the time the
+load generator waits from the DATA payload's first byte to the reply: p50, p99, and p99 of the
+messages under 1 MiB.
 
 The outbound rate limits (checks/ratelimit/) run in every govmilter variant on the corpus's outbound
 messages, with each node's own buckets (no Redis): the `ratelimit` row of the per-check shares is their
