@@ -280,7 +280,7 @@ class ImpersonationConfig:
     """Mail posing as the state: spoofed state domains, look-alikes, fake state senders (checks/impersonation/)."""
 
     enabled: bool = True
-    max_links: int = 200  # links judged per message (deceptive text, IP, shortener, look-alike); the rest are not
+    max_links: int = 200  # distinct links judged per message; past it the finding links-past-limit
     reply_text: str = (
         f"Thu gia mao co quan nha nuoc, ten mien {{domain}} ({reg.IMPERSONATION})"
         " - message refused: it impersonates the state domain {domain}"

@@ -91,14 +91,28 @@ def test_a_protected_body_added_to_the_file_is_judged_after_a_reload(tmp_path: P
     assert h.scan(message("<a@laichau-gov.vn>")).verdict.rule == "lookalike-gov-join"
 
 
-def test_links_past_max_links_are_not_judged() -> None:
+def test_links_past_max_links_are_not_judged_and_the_message_scores_for_them() -> None:
     body = "Xem http://203.0.113.9/a va https://bit.ly/x"
     assert {r for r, _, _ in imp_hits(Harness(skip=ONLY).scan(message("<a@x.example>", body)))} == {
         "link-ip-address", "link-shortener"}  # fmt: skip
     one = Harness(["impersonation.max_links=1"], skip=ONLY).scan(message("<a@x.example>", body))
-    assert [r for r, _, _ in imp_hits(one)] == ["link-ip-address"]
+    assert [r for r, _, _ in imp_hits(one)] == ["link-ip-address", "too-many-links"]
+    assert [h.score for h in one.tx.hits if h.rule == "too-many-links"] == [2.0]
+    repeated = message("<a@x.example>", "http://203.0.113.9/a " * 5)
+    copies = Harness(["impersonation.max_links=1"], skip=ONLY).scan(repeated)
+    assert [r for r, _, _ in imp_hits(copies)] == ["link-ip-address"]  # copies of one link count once
     none = Harness(["impersonation.max_links=0"], skip=ONLY).scan(message("<a@x.example>", body))
-    assert imp_hits(none) == []
+    assert imp_hits(none) == []  # 0: links are not judged at all (stated in the config)
+
+
+def test_a_lookalike_link_behind_max_links_harmless_ones_still_costs_the_message() -> None:
+    """The bound keeps the cost of hostile HTML down; it must not hide what lies past it."""
+    harmless = " ".join(f'<a href="https://news{n}.example/p">Tin {n}</a>' for n in range(200))
+    hidden = '<a href="https://bacninh-gov.vn/dang-nhap">Dang nhap</a>'
+    hits = imp_hits(Harness(skip=ONLY).scan(message("<tin@news.example>", harmless + hidden, html=True)))
+    assert [r for r, _, _ in hits] == ["too-many-links"]
+    within = imp_hits(Harness(skip=ONLY).scan(message("<tin@news.example>", harmless[:2000] + hidden, html=True)))
+    assert "too-many-links" not in [r for r, _, _ in within] and within  # judged when within the bound
 
 
 def test_a_data_link_counts_but_an_inline_data_image_does_not() -> None:

@@ -304,6 +304,10 @@ class ImpersonationCheck(CheckHooks):
                 continue
             count += 1
             if count > self.settings.max_links:
+                # past the bound the rest is not judged: a deceptive link behind max_links harmless ones
+                # must still cost the message something (a stated score, rules/impersonation.toml)
+                what = f"more than {self.settings.max_links} distinct links: the rest were not judged"
+                yield Finding("links-past-limit", NONE, "link", what)
                 break
             seen.add(key)
             yield from self._link(link, rules, protected)

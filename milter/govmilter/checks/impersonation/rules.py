@@ -55,6 +55,7 @@ FINDINGS: dict[str, str] = {
     "reply-diversion": "From is a government address, Reply-To is not",
     "past-limit": "more than is judged: a From, Reply-To or Sender field past its characters or distinct "
     "domains (the rest of it was not read)",
+    "links-past-limit": "more distinct links than [impersonation] max_links (the rest were not judged)",
 }
 LOOKALIKE_PLACES = ("from", "reply-to", "sender", "envelope", "link")
 
