@@ -7,6 +7,7 @@ it survives the JSON of the store unchanged. Every hit of every check is in it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,23 @@ def test_one_record_per_message_with_every_field_as_sent(runtime: Runtime) -> No
     # through the store's JSON and back: the same record
     again = DecisionRecord.from_json(json.loads(json.dumps(record.as_json(), ensure_ascii=False)))
     assert again == record
+
+
+def test_attachments_are_recorded_with_the_type_their_content_shows(runtime: Runtime) -> None:
+    """The helpdesk reads what was attached as the checks saw it: a PDF sent as image/jpeg is a PDF."""
+    sink = Sink()
+    runtime.history = sink  # type: ignore[assignment]
+    pdf = base64.encodebytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< >>\nendobj\n" * 20).replace(b"\n", b"\r\n")
+    body = (b"--b\r\nContent-Type: text/plain\r\n\r\nXin chao.\r\n--b\r\n"
+            b"Content-Type: image/jpeg; name=anh.jpg\r\nContent-Disposition: attachment; filename=anh.jpg\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + pdf + b"--b--\r\n")  # fmt: skip
+    fields = [("From", "a@example.com"), ("To", "user@bacninh.gov.vn"), ("Subject", "Anh"),
+              ("MIME-Version", "1.0"), ("Content-Type", 'multipart/mixed; boundary="b"')]  # fmt: skip
+    drive(RecordingCtx(), fields, body, queue_id="4QX3")
+    [record] = sink.records
+    assert [(a.name, a.declared, a.true_type) for a in record.attachments] == [
+        ("anh.jpg", "image/jpeg", "application/pdf")
+    ]
 
 
 def test_a_refusal_records_the_reply_the_sender_saw_and_every_hit(runtime: Runtime) -> None:
