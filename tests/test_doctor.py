@@ -30,6 +30,7 @@ from govmilter.doctor import Finding, Level, Options
 from support.dns_fixture import LabDns, SilentDns
 from support.harness import RULES
 from support.lab_clamd import LabClamd
+from support.redis_fixture import start_redis
 
 NOBODY = pwd.getpwnam("nobody")
 CEILING = derived_raw_ceiling(20971520)
@@ -319,6 +320,25 @@ def test_no_trusted_relay_and_the_monitor_switch_are_noted() -> None:
     assert found["[network] trusted_relays"].level is Level.NOTE
     assert "outbound mail from mailbox servers will be judged as inbound" in found["[network] trusted_relays"].detail
     assert found["[milter] monitor"].level is Level.NOTE
+
+
+def test_redis_is_probed_once_per_url_and_a_silent_one_warns_with_the_fallback(tmp_path: Path) -> None:
+    server = start_redis(tmp_path)
+    try:
+        both = (f'forwarding.redis_url="{server.url}"', f'ratelimit.redis_url="{server.url}"')
+        shared = doctor.probe_redis(config(*both))
+        assert [(f.level, f.what, f.detail) for f in shared] == [
+            (Level.OK, f"redis {server.url} ([forwarding], [ratelimit])", "answers PING")
+        ]
+    finally:
+        server.stop()
+    secret = f"redis://:hunter2@127.0.0.1:{server.port}/0"  # stopped: refused at once
+    [down] = doctor.probe_redis(config(f'ratelimit.redis_url="{secret}"'))
+    assert down.level is Level.WARN and "hunter2" not in down.line()
+    assert "each node uses its own memory and buckets" in down.detail and "redis_url" in down.fix
+    assert doctor.probe_redis(config()) == []  # none configured: nothing to say
+    off = config(f'ratelimit.redis_url="{secret}"', "ratelimit.enabled=false")
+    assert doctor.probe_redis(off) == []  # the check is off: its Redis is not needed
 
 
 def test_the_command_exits_1_on_a_fail_and_names_it(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from govmilter.checks.dnsbl import RULE_KIND as DNSBL_KIND
 from govmilter.checks.dnsbl import DnsblRules
 from govmilter.checks.size import derived_raw_ceiling
 from govmilter.clients.clamd import ClamdClient, ClamdError, short_version, signatures_time
+from govmilter.clients.redis import StoreError, ping, redact_url
 from govmilter.config import Config, ConfigError, load_config
 from govmilter.pipeline import rule_compilers
 from govmilter.ruleset import RuleErrors, RuleSet, load_ruleset
@@ -524,6 +525,32 @@ def probe_policy(config: Config) -> list[Finding]:
     return found
 
 
+# --- Redis: the state nodes share ---------------------------------------------------------------
+
+
+def probe_redis(config: Config) -> list[Finding]:
+    """Each configured Redis answers PING. Without it every node falls back to its own memory:
+    mail flows, but a forward seen by another node is not known here ([forwarding]) and each node
+    allows the whole rate limit ([ratelimit]): a warning, not a failure."""
+    users: dict[str, list[tuple[str, float]]] = {}
+    if config.forwarding.redis_url:
+        users.setdefault(config.forwarding.redis_url, []).append(("[forwarding]", config.forwarding.redis_timeout))
+    if config.ratelimit.enabled and config.ratelimit.redis_url:
+        users.setdefault(config.ratelimit.redis_url, []).append(("[ratelimit]", config.ratelimit.redis_timeout))
+    found: list[Finding] = []
+    for url, tables in users.items():
+        what = f"redis {redact_url(url)} ({', '.join(table for table, _ in tables)})"
+        try:
+            ping(url, max(timeout for _, timeout in tables) + 1.0)
+        except StoreError as exc:
+            fallback = "each node uses its own memory and buckets until it answers"
+            found.append(Finding(Level.WARN, what, f"does not answer: {exc}; {fallback}",
+                                 "start Redis (systemctl start redis-server) or correct redis_url"))  # fmt: skip
+        else:
+            found.append(ok(what, "answers PING"))
+    return found
+
+
 # --- all of it ------------------------------------------------------------------------------------
 
 
@@ -534,6 +561,7 @@ def examine(config: Config, options: Options) -> list[Finding]:
     found += rule_findings
     found += probe_clamd(config, options.max_signature_age)
     found += probe_dns(config, ruleset)
+    found += probe_redis(config)
     postfix, queue = probe_postfix(config, options)
     found += probe_directories(config, queue)
     found += postfix

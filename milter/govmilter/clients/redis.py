@@ -51,6 +51,21 @@ def _client(url: str, timeout: float) -> redis.Redis:
         raise ValueError(f"redis_url {redact_url(url)!r}: {exc}") from exc
 
 
+def ping(url: str, timeout: float) -> None:
+    """PING the server of `url` once (govmilter doctor); StoreError when it does not answer PONG."""
+    try:
+        client = _client(url, timeout)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from exc
+    try:
+        if client.ping() is not True:
+            raise StoreError("PING was not answered PONG")
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        client.close()
+
+
 class KeyValueStore(Protocol):
     def set(self, key: str, value: str, ttl: int) -> None: ...
 
