@@ -230,7 +230,7 @@ class DnsConfig:
     workers: int = 16  # lookup threads shared by all connections (parallel blocklist lookups)
     cache_entries: int = 10000  # answers kept for their TTL
     negative_ttl: float = 300.0  # seconds "no such name" is kept when the answer carries no SOA
-    breaker_rounds: int = 3  # rounds in a row with no answer at all before lookups pause (0 = never)
+    breaker_rounds: int = 3  # blocklist rounds in a row with no answer before lookups pause (0 = never)
     breaker_cooldown: float = 10.0  # seconds lookups pause after a silent resolver
     failure_log_interval: float = 60.0  # failed lookups are logged as one line per this many seconds
 

@@ -12,7 +12,7 @@ import dns.message
 import dns.rrset
 import pytest
 
-from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, DnsClient, TTLCache
+from govmilter.clients.dns import CLEAN, ERROR, LISTED, SKIPPED, TIMEOUT, Answer, Budget, DnsClient, TTLCache
 from support.dns_fixture import LabDns, SilentDns, free_dual_port
 
 LISTED_NAME = "2.0.0.127.zen.spamhaus.org"
@@ -204,3 +204,17 @@ def test_datagrams_that_do_not_answer_the_query_are_ignored_until_the_answer(
     finally:
         thread.join(5)
         server.close()
+
+
+def test_silent_names_of_a_sender_never_pause_the_blocklists(
+    silent_dns: SilentDns, client_factory: type[DnsClient]
+) -> None:
+    """SPF, DKIM and DMARC names are the sender's: their silence must not open the breaker for every lookup."""
+    client = client_factory("127.0.0.1", silent_dns.port, breaker_rounds=2, breaker_cooldown=60)
+    for n in range(4):
+        assert client.query(f"silent{n}.example", "TXT", Budget(0.2), "spf").status == TIMEOUT
+    assert not client.resolver_down()
+    received = silent_dns.received
+    assert client.lookup([LISTED_NAME], budget=0.2)[LISTED_NAME].status == TIMEOUT  # asked, not skipped
+    time.sleep(0.2)
+    assert silent_dns.received > received

@@ -10,8 +10,10 @@ message may spend on DNS, shared by every check that asks.
 
 Whatever has not answered in time is a timeout. Timeouts and errors are not
 cached, so a resolver that recovers is used again at once; a resolver that
-stays silent round after round is left alone for a short cool-down, so that
-it does not cost every message its whole budget. Failures are counted
+stays silent round after round of blocklist lookups is left alone for a short
+cool-down, so that it does not cost every message its whole budget (the
+silence of a sender's own names, SPF, DKIM, DMARC, never opens it: a sender
+could otherwise pause the blocklists for everyone). Failures are counted
 (govmilter_dns_lookups_total{purpose, result}) and logged as one line per
 interval with their number, never one line per lookup.
 """
@@ -303,7 +305,10 @@ class DnsClient:
         self._count(purpose, records.status)
         if records.failed:
             self.failures.note(purpose, name, records.status)
-        self._note_round([records.status])
+        # these names are the sender's (SPF, DKIM keys, DMARC), whose servers a sender can keep silent:
+        # three such messages would pause every lookup, the blocklists' included. Only the blocklist
+        # rounds (lookup: our zones' names) open the breaker; these say whether the resolver answers.
+        self._note_round([records.status], breaker=False)
         return records
 
     def _count(self, purpose: str, result: str) -> None:
@@ -319,12 +324,14 @@ class DnsClient:
         """False while the breaker is open or the last round had no answer at all (for /health)."""
         return self._last_round_answered and not self.resolver_down()
 
-    def _note_round(self, statuses: Sequence[str]) -> None:
+    def _note_round(self, statuses: Sequence[str], breaker: bool = True) -> None:
         silent = bool(statuses) and all(s in (TIMEOUT, ERROR) for s in statuses)
         with self._lock:
             self._last_round_answered = not silent
             if not all(s == TIMEOUT for s in statuses):
                 self._silent_rounds = 0
+                return
+            if not breaker:
                 return
             self._silent_rounds += 1
             if self.breaker_rounds > 0 and self._silent_rounds >= self.breaker_rounds:
