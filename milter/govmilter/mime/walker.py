@@ -4,9 +4,10 @@ The message arrives in chunks (headers and body, CRLF line ends). The walk
 keeps a stack of open multipart boundaries and, for the leaf part it is in,
 a decoder whose output is only counted and sampled: the first bytes (`head`,
 for true-type detection), the last bytes of a zip (its central directory).
-The decoded text of text/plain and text/html parts goes, all of it, to the
-message's TextStore: memory up to `Limits.text_memory` characters, then an
-unlinked file. No message and no part is ever held whole in memory.
+The decoded text of text/plain and text/html parts, and of attached web pages
+(HTML or SVG by type or file name), goes, all of it, to the message's
+TextStore: memory up to `Limits.text_memory` characters, then an unlinked file.
+No message and no part is ever held whole in memory.
 
 What counts toward the attachment cap (decoded bytes) is every leaf that is
 not the message's own body text. Body text is a text/plain or text/html leaf
@@ -94,6 +95,9 @@ UNREADABLE_ARCHIVE = frozenset({"archive-broken", "archive-directory-too-large",
 _HOLD = 4096  # the start of a line kept for the next chunk while it may be a boundary line
 _IDENTITY = ("", "7bit", "8bit", "binary")
 _TEXT_TYPES = ("text/plain", "text/html")
+# an attached web page (the usual carrier of a phishing form or link) is read as HTML text as well
+_PAGE_TYPES = ("text/html", "application/xhtml+xml", "image/svg+xml")
+_PAGE_NAMES = (".htm", ".html", ".shtml", ".xhtml", ".svg")
 
 
 def walk(chunks: Iterable[bytes], limits: Limits = DEFAULT_LIMITS) -> MessageFacts:
@@ -712,6 +716,11 @@ class _Leaf:
         textual = kind in _TEXT_TYPES and headers.disposition != "attachment"
         # everything but the message's own body text counts (the module docstring)
         self.is_attachment = not (textual and not headers.filename and not attached)
+        # an attached web page, whatever type it claims, is read as HTML text too (its links and words
+        # reach the checks as the body's do; it still counts and is typed as an attachment): else a
+        # phishing link moved from the body into invoice.html would pass every link check unseen
+        page = not textual and (kind in _PAGE_TYPES or headers.filename.lower().rstrip(". ").endswith(_PAGE_NAMES))
+        self.text_type = "text/html" if page else kind
         head_limit = walker.take_head_budget() if self.is_attachment else walker.limits.small_head
         tail_limit = walker.limits.zip_tail if self.is_attachment else 0
         self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path), headers.filename)
@@ -722,7 +731,7 @@ class _Leaf:
         self.skip = bool(capture) and path not in capture and not any(p.startswith(path + ".") for p in capture)
         self.text: TextWriter | None = None
         self.text_decoder: codecs.IncrementalDecoder | None = None
-        if textual and walker.keep_text:
+        if (textual or page) and walker.keep_text:
             codec = text_codec(headers.charset)
             if headers.charset and not codec:
                 walker.defect("unknown-charset")
@@ -799,4 +808,4 @@ class _Leaf:
         )
         self.walker.add_part(part)
         if self.text is not None and self.text.length:
-            self.walker.texts.append(TextPart.stored(headers.content_type, self.text))
+            self.walker.texts.append(TextPart.stored(self.text_type, self.text))

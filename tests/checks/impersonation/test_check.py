@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -208,3 +209,27 @@ def test_a_field_past_what_is_judged_scores_instead_of_hiding_the_rest() -> None
     # at the bound, not past it: nothing for it
     fifty = ", ".join(f"<a{i}@partner{i}.example>" for i in range(50))
     assert imp_hits(h.scan(message("<a@x.example>", extra=f"Reply-To: {fifty}\r\n"))) == []
+
+
+def attached_page(page: str, content_type: str, filename: str) -> bytes:
+    encoded = base64.encodebytes(page.encode()).decode().replace("\n", "\r\n")
+    return (
+        "From: <ketoan@partner.example>\r\nTo: user@bacninh.gov.vn\r\nSubject: Hoa don\r\nMessage-ID: <p@x>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nXem hoa don dinh kem.\r\n"
+        f'--b\r\nContent-Type: {content_type}\r\nContent-Disposition: attachment; filename="{filename}"\r\n'
+        f"Content-Transfer-Encoding: base64\r\n\r\n{encoded}--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "filename"),
+    [("text/html", "hoa-don.html"), ("application/octet-stream", "hoa-don.HTM"), ("image/svg+xml", "logo.svg")],
+)
+def test_a_lookalike_link_moved_into_an_attached_page_is_still_judged(content_type: str, filename: str) -> None:
+    """Phishing moves its link from the body into invoice.html: the page is read as the body is."""
+    page = '<html><body><a href="https://bacninh-gov.vn/dang-nhap">Dang nhap</a></body></html>'
+    result = Harness(skip=ONLY).scan(attached_page(page, content_type, filename))
+    assert result.verdict.action is Action.REJECT and result.verdict.rule == "lookalike-gov-join"
+    [attachment] = [p for p in result.tx.facts().parts if p.filename == filename]
+    assert attachment.is_attachment  # still counted and typed as an attachment
