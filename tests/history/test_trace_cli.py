@@ -36,7 +36,8 @@ def store_path(tmp_path: Path) -> Path:
     store.write([
         make("A1", 60),
         make("A2", 7200, action="reject", check="forwarding", rule="outbound-srs", reply="550 5.7.520 cam",
-             hits=[Hit("forwarding", "outbound-srs", "enforce", "reject", 0, "SRS", "550 5.7.520 cam")]),
+             hits=[Hit("antivirus", "", "enforce", "continue", 0, "clean"),
+                   Hit("forwarding", "outbound-srs", "enforce", "reject", 0, "SRS", "550 5.7.520 cam")]),
         make("A3", 86400 * 3, subject=HOSTILE_SUBJECT,
              hits=[Hit("impersonation", "lookalike", "monitor", "reject", 0, "look-alike", "550 5.7.1 no")],
              would="reject"),
@@ -90,6 +91,8 @@ def test_readable_output_never_hands_a_control_character_to_the_terminal(
     assert "would reply: 550 5.7.1 no" in out and "would have been refused: reject" in out
     code, out, _ = run(capsys, store_path, "--queue-id", "A2")
     assert "REJECT by forwarding/outbound-srs" in out and "reply     550 5.7.520 cam" in out
+    # what a check saw of a message it let pass reads as such, not as a hit of a rule without a name
+    assert "  checked   antivirus: clean\n" in out and "antivirus/" not in out
     code, out, _ = run(capsys, store_path, "--queue-id", "none")
     assert code == 0 and out.strip() == "no message found"
 

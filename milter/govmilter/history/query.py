@@ -83,6 +83,9 @@ def readable(record: DecisionRecord) -> str:
         lines.append(f"  attached  {t(item.name) or '(no name)'}  {t(item.declared)}{true}, {item.size} bytes")
     for hit in record.hits:
         score = f" score {hit.score:g}" if hit.score else ""
+        if not hit.rule and hit.action == "continue":  # a check's note on a message it let pass: what it saw
+            lines.append(f"  checked   {hit.check}{score}: {t(hit.reason)}")
+            continue
         lines.append(f"  hit       {hit.check}/{t(hit.rule)} {hit.mode} {hit.action}{score}: {t(hit.reason)}")
         if hit.mode == "monitor" and hit.reply:
             lines.append(f"            would reply: {t(hit.reply)}")
