@@ -253,6 +253,7 @@ class DnsblConfig:
     enabled: bool = True
     # zones, return codes and weights are in the rule files (kind = "dnsbl"); the resolver is [dns]
     max_uri_domains: int = 20  # link domains looked up per message
+    past_limit_score: float = 2.0  # added to the spam score of a message with more link domains than that
     reply_text: str = (
         f"{{what_vi}} {{subject}} nam trong danh sach chan thu rac {{zone}} ({reg.BLOCKLISTS})"
         " - {what_en} {subject} is listed by {zone}"
@@ -666,6 +667,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [size] text_memory must not be negative")
     if config.dnsbl.max_uri_domains < 0:
         raise ConfigError(f"{src}: [dnsbl] max_uri_domains must not be negative")
+    if config.dnsbl.past_limit_score < 0:
+        raise ConfigError(f"{src}: [dnsbl] past_limit_score must not be negative")
     dns = config.dns
     if dns.budget <= 0 or dns.workers < 1 or not 1 <= dns.port <= 65535 or not dns.resolver:
         raise ConfigError(f"{src}: [dns] resolver must be set, budget and workers positive, port 1-65535")

@@ -362,3 +362,24 @@ def test_a_zone_with_ipv6_false_is_not_asked_about_ipv6_clients(lab_dns: LabDns,
     assert lookups(h, "zen.spamhaus.org", "listed") == 0
     # the same zone is still asked about IPv4 clients
     assert h.scan(SPAM / "clean-official.eml", client_ip="127.0.0.2").verdict.rule == "spamhaus-zen"
+
+
+def link_message(domains: list[str]) -> bytes:
+    body = " ".join(f"https://{d}/tin" for d in domains)
+    return (f"From: <news@shop.example>\r\nTo: user@bacninh.gov.vn\r\nSubject: Tin\r\nMessage-ID: <t@x>\r\n\r\n"
+            f"{body}\r\n").encode()  # fmt: skip
+
+
+def test_a_listed_link_behind_more_domains_than_are_asked_still_costs_the_message(lab_dns: LabDns) -> None:
+    """max_uri_domains bounds the lookups; it must not let filler links push a listed domain out of sight."""
+    fillers = [f"filler{n}.example" for n in range(20)]
+    h = harness(lab_dns.port)
+    result = h.scan(link_message([*fillers, "dbltest.com"]), client_ip="127.0.0.3", mail_from="news@shop.example")
+    hits = [(v.rule, v.score) for v in result.tx.hits if v.check == "dnsbl"]
+    assert hits == [("too-many-link-domains", 2.0)]
+    assert "dbltest.com.dbl.spamhaus.org" not in asked(h)  # past the bound: not asked, but not unseen
+    within = harness(lab_dns.port).scan(link_message(fillers), client_ip="127.0.0.3", mail_from="news@shop.example")
+    assert [v.rule for v in within.tx.hits if v.check == "dnsbl"] == []  # exactly 20 names: all asked
+    off = harness(lab_dns.port, "dnsbl.past_limit_score=0")
+    quiet = off.scan(link_message([*fillers, "dbltest.com"]), client_ip="127.0.0.3", mail_from="news@shop.example")
+    assert [v.rule for v in quiet.tx.hits if v.check == "dnsbl"] == []

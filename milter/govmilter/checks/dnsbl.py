@@ -206,20 +206,28 @@ def streamed_link_domains(parts: Iterable[Iterable[str]], skip: Sequence[str], l
 
 def domains_of_links(links: Iterable[Link], skip: Sequence[str], limit: int) -> list[str]:
     """The names to ask about the given links (streamed_link_domains), at most `limit`."""
+    return names_of_links(links, skip, limit)[0]
+
+
+def names_of_links(links: Iterable[Link], skip: Sequence[str], limit: int) -> tuple[list[str], bool]:
+    """The names to ask about the given links, at most `limit`, and whether the links hold more."""
     found: dict[str, None] = {}
     for link in links:
         if link.ip or is_ours(link.host, skip) or is_ours(link.domain, skip):
             continue
         for name in (link.domain, link.host.removeprefix("www.")):
-            if "." not in name:
+            if "." not in name or name in found:
                 continue
-            found.setdefault(name)
             if len(found) >= limit:
-                return list(found)
-    return list(found)
+                return list(found), True
+            found[name] = None
+    return list(found), False
 
 
 # ---- the check -----------------------------------------------------------------------------
+
+
+PAST_LIMIT_RULE = "too-many-link-domains"  # the finding of a message with more link names than are asked
 
 
 @dataclass(frozen=True)
@@ -241,9 +249,11 @@ class DnsblCheck(CheckHooks):
         budget: float,
         own_domains: Sequence[str],
         max_uri_domains: int,
+        past_limit_score: float = DnsblConfig.past_limit_score,
         reply_text: str = DnsblConfig.reply_text,
     ):
         self.reply_text = reply_text
+        self.past_limit_score = past_limit_score
         self.client = client
         self.metrics = metrics
         self.budget = budget
@@ -263,8 +273,14 @@ class DnsblCheck(CheckHooks):
             if not zones:
                 return []
             links = message_links(tx.scratch, tx.facts().texts)  # the one extraction, shared with content
-            domains = domains_of_links(links, self.own_domains, self.max_uri_domains)
+            domains, more = names_of_links(links, self.own_domains, self.max_uri_domains)
             queries = [Query(z, d, f"{d}.{z.zone}") for z in zones for d in domains]
+            if more and self.past_limit_score and self.max_uri_domains:
+                # the names past the bound are not asked: a listed domain behind max_uri_domains
+                # harmless ones must still cost the message something (a stated score)
+                why = f"more than {self.max_uri_domains} link domains: the rest were not asked"
+                past = Verdict(Action.CONTINUE, "dnsbl", rule=PAST_LIMIT_RULE, score=self.past_limit_score, reason=why)
+                return [past, *self._ask(queries, tx)]
         if not queries:
             return []
         return self._ask(queries, tx)
@@ -349,5 +365,6 @@ def build(config: Config, metrics: Metrics) -> DnsblCheck:
         budget=config.dns.budget,
         own_domains=(*config.domains.local, *config.domains.government),
         max_uri_domains=settings.max_uri_domains,
+        past_limit_score=settings.past_limit_score,
         reply_text=settings.reply_text,
     )

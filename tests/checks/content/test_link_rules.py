@@ -144,6 +144,14 @@ def test_link_and_link_domain_targets(harness: Harness) -> None:
     assert "shortener" not in hits(harness, message("<p>bit.ly is a shortener</p>"))
 
 
+def test_copies_of_one_link_do_not_push_another_past_max_links(harness: Harness) -> None:
+    """[content] max_links counts distinct links: 300 copies of a harmless one leave room for the rest."""
+    html = '<a href="https://bacninh.gov.vn/tin">tin</a> ' * 300 + '<a href="https://bit.ly/x">y</a>'
+    assert "shortener" in hits(harness, message(html))
+    distinct = " ".join(f'<a href="https://bacninh.gov.vn/tin/{n}">tin</a>' for n in range(200))
+    assert "shortener" not in hits(harness, message(distinct + ' <a href="https://bit.ly/x">y</a>'))  # past the bound
+
+
 def test_combined_rule_scores_and_its_parts_do_not(harness: Harness) -> None:
     html = '<p><a href="https://example.com/login">Đăng nhập</a></p>'
     result = harness.scan(message(html), **INBOUND)

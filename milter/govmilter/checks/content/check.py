@@ -23,7 +23,6 @@ once per message; reading stops as soon as every rule that could still fire has.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import os
 import re
@@ -636,10 +635,12 @@ def _is_link_rule(rule: ContentRule) -> bool:
 
 
 class _Links:
-    """The message's links (text/links.py), at most `limit` of them, read only as far as a rule asks.
+    """The message's distinct links (text/links.py), at most `limit` of them, read only as far as a rule asks.
 
     The extraction is the transaction's one (message_links, shared with the dnsbl check): a
-    message no link rule or condition is evaluated on is never searched for links.
+    message no link rule or condition is evaluated on is never searched for links. Copies of one
+    link count once: 200 copies of a harmless link must not push a different one past the bound
+    (past it, the impersonation check's `too-many-links` scores the message).
     """
 
     def __init__(self, tx: Transaction, limit: int):
@@ -648,7 +649,15 @@ class _Links:
 
     @property
     def all(self) -> Iterator[Link]:
-        return itertools.islice(message_links(self.tx.scratch, self.tx.facts().texts), self.limit)
+        seen: set[tuple[str, str]] = set()
+        for link in message_links(self.tx.scratch, self.tx.facts().texts):
+            key = (link.url, link.text)
+            if key in seen:
+                continue
+            if len(seen) >= self.limit:
+                return
+            seen.add(key)
+            yield link
 
     def first(self, rule: ContentRule) -> Link | None:
         """The first link that meets the rule's link conditions."""
