@@ -757,8 +757,20 @@ class Leaf:
         return named or kind not in ("text/plain", "text/html")
 
     @property
-    def keeps_text(self) -> bool:
+    def body_text(self) -> bool:
         return self.content_type.lower() in ("text/plain", "text/html") and self.disposition.lower() != "attachment"
+
+    @property
+    def keeps_text(self) -> bool:
+        """Body text, or an attached web page (HTML or SVG by type or name), which is read as HTML too."""
+        page = self.content_type.lower() in ("text/html", "application/xhtml+xml", "image/svg+xml") or (
+            self.filename.lower().rstrip(". ").endswith((".htm", ".html", ".shtml", ".xhtml", ".svg")))  # fmt: skip
+        return self.body_text or page
+
+    @property
+    def kept_text(self) -> str:
+        """The text the walk keeps of it: a page that is not a text leaf is its bytes read as UTF-8."""
+        return self.text if self.text is not None else self.data.decode("utf-8", "replace")
 
 
 @dataclass
@@ -1004,7 +1016,7 @@ def test_generated_trees_are_walked_exactly(tree: Node, size: int) -> None:
             assert part.archive_names == leaf.archive
     counted = sum(len(leaf.data) for i, leaf in enumerate(expected.leaves) if expected.counts(i))
     assert facts.attachment_bytes == counted + expected.header_bytes
-    texts = [leaf.text for leaf in expected.leaves if leaf.keeps_text and leaf.text]
+    texts = [leaf.kept_text for leaf in expected.leaves if leaf.keeps_text and leaf.kept_text]
     assert [t.text for t in facts.texts] == texts
 
 
