@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from govmilter.checks.attachments import compile_rules
-from govmilter.mime import archives
+from govmilter.mime import archives, walk
 from govmilter.mime.archives import MAX_MEMBERS, ZipStream
 from govmilter.model import Action
 from govmilter.pipeline import CHECK_NAMES
@@ -158,6 +158,34 @@ def test_a_sample_past_the_budget_makes_the_archive_unreadable(
 def test_only_the_first_members_are_sampled() -> None:
     archive = zipped({f"f{n}.txt": b"x" * 10 for n in range(MAX_MEMBERS + 10)})
     assert len(stream_of(archive).members) == MAX_MEMBERS
+
+
+def test_the_samples_and_the_inflate_budget_are_the_messages_not_each_archives() -> None:
+    """900 small zips of 64 members held 156 MB of samples and inflated 2 GB in one walk: the bounds
+    are per message now (MESSAGE_MEMBERS samples, INFLATE_BUDGET bytes), past them names and clamd judge."""
+    archive = zipped({f"f{n}.txt": bytes(40000) for n in range(MAX_MEMBERS)})
+    many = message(multipart(text("Kinh gui."), *[leaf(archive, "application/zip", f"a{n}.zip") for n in range(40)]))
+    facts = walk([many[i : i + 65536] for i in range(0, len(many), 65536)])
+    try:
+        sampled = [len(part.archive_members) for part in facts.parts if part.archive_names]
+        assert len(sampled) == 40 and sum(sampled) == archives.MESSAGE_MEMBERS
+        assert sampled[:4] == [MAX_MEMBERS] * 4 and sampled[-1] == 0  # the first ones whole, then none
+        assert all(len(part.archive_names) == MAX_MEMBERS for part in facts.parts if part.archive_names)  # named
+    finally:
+        facts.close()
+
+
+def test_an_archive_after_one_that_spent_the_messages_inflate_budget_is_not_readable_whole(
+    shipped: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(archives, "INFLATE_BUDGET", 40000)  # one sample (36 KiB) and a little more
+    first = zipped({"so-lieu.bin": random_bytes(50000, seed=3)})
+    second = zipped({"bao-cao.pdf": iso_image(tmp_path)})
+    both = message(multipart(text("Kinh gui."), leaf(first, "application/zip", "a.zip"),
+                             leaf(second, "application/zip", "b.zip")))  # fmt: skip
+    verdict = shipped.scan(both).verdict
+    assert (verdict.action, verdict.rule) == (Action.REJECT, "archive-bomb")
+    assert verdict.reason.startswith("part 3: ") and "archive-inflate-budget" in verdict.reason  # b.zip, not a.zip
 
 
 def test_a_fat_floppy_image_inside_a_zip_is_refused(shipped: Harness, tmp_path: Path) -> None:

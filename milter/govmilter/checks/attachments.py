@@ -94,10 +94,10 @@ SCHEMA = Schema(
             "true or false",
             "false",
             "true-type only: also the files inside zip archives (zips in zips too), typed from their first bytes "
-            "and the places a disk image keeps its signature, as an attachment is; read within the archive's "
-            "64 MiB inflate budget, the first 64 files of an archive (later ones by their names, with "
-            "archive-extension); not the parts of an Office file (.docx, .xlsx, .odt...), which no one "
-            "opens one by one",
+            "and the places a disk image keeps its signature, as an attachment is; read within the message's "
+            "64 MiB inflate budget, the first 64 files of an archive and 256 of the message (later ones by "
+            "their names, with archive-extension); not the parts of an Office file (.docx, .xlsx, .odt...), "
+            "which no one opens one by one",
         ),
         Key(
             "extensions",

@@ -171,7 +171,7 @@ def _zip64_sizes(extra: bytes, compressed: int, uncompressed: int) -> tuple[int,
 
 GZIP_MAGIC = b"\x1f\x8b\x08"
 MAX_NESTING = 3  # zips inside a zip whose entries are read (the outer one is depth 0)
-INFLATE_BUDGET = 64 << 20  # bytes inflated per top-level archive: nested zips and members' samples
+INFLATE_BUDGET = 64 << 20  # bytes inflated per message, every archive of it: nested zips and members' samples
 _STEP = 1 << 20  # bytes inflated at a time: memory stays bounded whatever the ratio
 _PROBE = 4096  # bytes inflated from an entry before its first four bytes say whether it is a zip
 _LOCAL_FULL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
@@ -186,6 +186,9 @@ MEMBER_PROBE_BYTES = 8
 MEMBER_END = 512
 MEMBER_REACH = MEMBER_PROBES[-1] + MEMBER_PROBE_BYTES  # bytes of a member a sample needs inflated
 MAX_MEMBERS = 64  # members sampled per top-level archive, every depth; the later ones by name only
+# members sampled per message, every archive: 900 small zips of 64 members each held 156 MB of samples
+# and inflated 2 GB (12 s) before this bound; past it members are judged by name and by clamd
+MESSAGE_MEMBERS = 256
 INFLATE_BUDGET_SPENT = "archive-inflate-budget"  # a member's sample was cut by INFLATE_BUDGET
 # Office and OpenDocument files are zips that their programs open, not Explorer: nobody opens a
 # file inside them with a double click, so their members are not sampled (an .xlsx of 60 sheets
@@ -258,9 +261,10 @@ class _Sampler:
 class _Tree:
     """What every level of one top-level archive shares: the inflate budget and the members sampled."""
 
-    def __init__(self, budget: list[int] | None, max_members: int = MAX_MEMBERS):
+    def __init__(self, budget: list[int] | None, max_members: int = MAX_MEMBERS, left: list[int] | None = None):
         self.budget = budget if budget is not None else [INFLATE_BUDGET]
         self.max_members = max_members
+        self.left = left if left is not None else [MESSAGE_MEMBERS]  # samples the message has left
         self.members: list[ArchiveMember] = []
         self.sampling = 0  # members sampled, finished or not
         self.cut = False  # a sample needed bytes past the budget
@@ -277,11 +281,12 @@ class ZipStream:
     each entry at MaxFileSize without an alert, answers clean. The walk reports the largest
     expanded size and ratio of the central directory and of this stream.
 
-    The first MAX_MEMBERS members (stored or deflated, not encrypted, at any depth) are also
-    sampled for their true type (`members`): an ISO named bao-cao.pdf inside a zip is typed by
-    its volume descriptor at 32 KiB, inflated within the same budget. A sample the budget cuts
-    makes the archive not readable whole (`cut`, INFLATE_BUDGET_SPENT: the archive-bomb rule's
-    `unreadable` policy); members past MAX_MEMBERS are judged by their names and by clamd.
+    The first MAX_MEMBERS members (stored or deflated, not encrypted, at any depth; MESSAGE_MEMBERS
+    for all the message's archives together) are also sampled for their true type (`members`):
+    an ISO named bao-cao.pdf inside a zip is typed by its volume descriptor at 32 KiB, inflated
+    within the same budget (the message's). A sample the budget cuts makes the archive not
+    readable whole (`cut`, INFLATE_BUDGET_SPENT: the archive-bomb rule's `unreadable` policy);
+    members past MAX_MEMBERS or MESSAGE_MEMBERS are judged by their names and by clamd.
 
     Reading stops (what was read stays) at the central directory, at a header that is not
     one, or at an entry whose sizes come after its data (flag bit 3): its end cannot be
@@ -289,10 +294,16 @@ class ZipStream:
     """
 
     def __init__(
-        self, depth: int = 0, budget: list[int] | None = None, tree: _Tree | None = None, sample: bool = True
+        self,
+        depth: int = 0,
+        budget: list[int] | None = None,
+        tree: _Tree | None = None,
+        sample: bool = True,
+        left: list[int] | None = None,
     ):
+        """`budget` and `left` are the message's (shared by its archives): bytes to inflate, members to sample."""
         self.depth = depth
-        self.tree = tree if tree is not None else _Tree(budget, MAX_MEMBERS if sample else 0)
+        self.tree = tree if tree is not None else _Tree(budget, MAX_MEMBERS if sample else 0, left)
         self.budget = self.tree.budget
         self.expanded = 0  # uncompressed sizes of the entries read, a nested zip by its own expansion
         self.ratio = 0.0  # largest uncompressed/compressed ratio of an entry of RATIO_FLOOR or more, at any depth
@@ -369,8 +380,10 @@ class ZipStream:
         if readable and compressed >= _LOCAL_FULL.size and self.depth < MAX_NESTING:
             self._child = ZipStream(self.depth + 1, tree=self.tree)
         tree = self.tree
-        if readable and uncompressed and tree.sampling < tree.max_members and not raw_name.endswith(b"/"):
+        if (readable and uncompressed and tree.sampling < tree.max_members and tree.left[0] > 0
+                and not raw_name.endswith(b"/")):  # fmt: skip
             tree.sampling += 1
+            tree.left[0] -= 1
             name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")[:255]
             self._sampler = _Sampler(name, uncompressed)
         self._deflated = method == 8

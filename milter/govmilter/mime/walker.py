@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from govmilter.mime import archives
 from govmilter.mime.archives import (
     GZIP_MAGIC,
     INFLATE_BUDGET_SPENT,
@@ -216,6 +217,8 @@ class Walker:
         self.limits = limits
         self.parts: list[Part] = []
         self.texts: list[TextPart] = []
+        # shared by every archive of the message: bytes left to inflate, members left to sample
+        self.archive_budgets: tuple[list[int], list[int]] = ([archives.INFLATE_BUDGET], [archives.MESSAGE_MEMBERS])
         self.subjects: list[TextPart] = []
         self.attachment_bytes = 0
         self.part_count = 0
@@ -556,8 +559,17 @@ class _Payload:
     finds the zips stored or deflated inside it; a gzip's expanded size is its ISIZE trailer.
     """
 
-    def __init__(self, head_limit: int, tail_limit: int, capture: _Capture | None = None, filename: str = ""):
+    def __init__(
+        self,
+        head_limit: int,
+        tail_limit: int,
+        capture: _Capture | None = None,
+        filename: str = "",
+        shared: tuple[list[int], list[int]] | None = None,
+    ):
         self.size = 0
+        # the message's archive budgets (Walker.archive_budgets): bytes to inflate, members to sample
+        self.shared = shared if shared is not None else ([archives.INFLATE_BUDGET], [archives.MESSAGE_MEMBERS])
         self.sample_members = sampled_by_name(filename)  # not an Office file's parts (archives.OFFICE_PACKAGES)
         self.head = bytearray()
         self.head_limit = head_limit
@@ -594,7 +606,7 @@ class _Payload:
             if before < 4 <= len(self.head):  # the magic number is known now: decide once
                 magic = bytes(self.head[:4])
                 if magic.startswith(LOCAL_HEADER):
-                    self.stream = ZipStream(sample=self.sample_members)
+                    self.stream = ZipStream(sample=self.sample_members, budget=self.shared[0], left=self.shared[1])
                     self.stream.feed(bytes(self.head[:before]) + data if before else data)
                 elif not (looks_like_zip(magic) or magic.startswith(GZIP_MAGIC)):
                     self.tail = None  # neither zip nor gzip: no directory or trailer to read
@@ -691,8 +703,9 @@ class _Embedded:
         self.encoding = encoding
         self.counts = counts  # False inside a part that counts whole already (an attached message)
         self.payload = _Payload(
-            walker.take_head_budget(), walker.limits.zip_tail, walker.capture.get(path), filename
-        )
+            walker.take_head_budget(), walker.limits.zip_tail, walker.capture.get(path), filename,
+            walker.archive_budgets,
+        )  # fmt: skip
 
     def take(self, data: bytes) -> None:
         self.payload.take(data)
@@ -723,7 +736,8 @@ class _Leaf:
         self.text_type = "text/html" if page else kind
         head_limit = walker.take_head_budget() if self.is_attachment else walker.limits.small_head
         tail_limit = walker.limits.zip_tail if self.is_attachment else 0
-        self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path), headers.filename)
+        self.payload = _Payload(head_limit, tail_limit, walker.capture.get(path), headers.filename,
+                                walker.archive_budgets)  # fmt: skip
         self.decoder: Decoder = make_decoder(headers.transfer_encoding)
         # extract() walks a message again for a few leaves' bytes: a leaf that is not one of them
         # and holds none of them (a file encoded in its text, path "1.uu1") is not decoded at all
