@@ -187,7 +187,7 @@ MEMBER_END = 512
 MEMBER_REACH = MEMBER_PROBES[-1] + MEMBER_PROBE_BYTES  # bytes of a member a sample needs inflated
 MAX_MEMBERS = 64  # members sampled per top-level archive, every depth; the later ones by name only
 # members sampled per message, every archive: 900 small zips of 64 members each held 156 MB of samples
-# and inflated 2 GB (12 s) before this bound; past it members are judged by name and by clamd
+# and inflated 2 GB (a 4.9 s walk) before this bound; past it members are judged by name and by clamd
 MESSAGE_MEMBERS = 256
 INFLATE_BUDGET_SPENT = "archive-inflate-budget"  # a member's sample was cut by INFLATE_BUDGET
 # Office and OpenDocument files are zips that their programs open, not Explorer: nobody opens a
