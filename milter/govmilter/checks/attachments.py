@@ -455,18 +455,20 @@ class AttachmentsCheck(CheckHooks):
         # the types the rules made the check read, for the decision record (history: what was attached)
         typed: dict[str, str] = tx.scratch.setdefault("true_types", {})
         for subject in _subjects(tx.facts().parts):
-            try:
-                for rule in compiled.rules:
-                    why = _matches(rule, subject, compiled.members_disk_images_only)
-                    if not why:
-                        continue
-                    verdict = _verdict(rule, subject, why, self.reply_text)
-                    if verdict.refuses:
-                        return [*monitored, verdict]  # the first enforced finding decides
-                    monitored.append(verdict)
-            finally:
-                if subject._type:
-                    typed[subject.part.path] = subject._type
+            refusal = None
+            for rule in compiled.rules:
+                why = _matches(rule, subject, compiled.members_disk_images_only)
+                if not why:
+                    continue
+                verdict = _verdict(rule, subject, why, self.reply_text)
+                if verdict.refuses:
+                    refusal = verdict
+                    break
+                monitored.append(verdict)
+            if subject._type:
+                typed[subject.part.path] = subject._type
+            if refusal is not None:
+                return [*monitored, refusal]  # the first enforced finding decides
         return monitored
 
 

@@ -222,6 +222,18 @@ class MessageLinks:
                     self._found.append(link)
 
 
+def distinct_links(links: Iterable[Link]) -> Iterator[Link]:
+    """Each link once: copies (same target, host and text) cannot push another past a check's bound.
+
+    The keys kept grow with the distinct links read; every reader stops at its own bound."""
+    seen: set[tuple[str, str, str]] = set()
+    for link in links:
+        key = (link.url, link.host, link.text)
+        if key not in seen:
+            seen.add(key)
+            yield link
+
+
 def message_links(scratch: dict[str, Any], texts: Sequence[TextPart]) -> MessageLinks:
     """The message's links, extracted once per transaction (kept in tx.scratch["links"])."""
     found = scratch.get("links")

@@ -46,7 +46,7 @@ from govmilter.ruleset.expression import names as expression_names
 from govmilter.ruleset.expression import parse as parse_expression
 from govmilter.ruleset.patterns import Pattern, PatternError, PatternTimeout, compile_pattern, encode, nested_repeat
 from govmilter.ruleset.schema import REQUIRED, Key, Schema
-from govmilter.text.links import Link, message_links
+from govmilter.text.links import Link, distinct_links, message_links
 from govmilter.text.normalize import (
     HtmlText,
     decode_header_value,
@@ -646,18 +646,22 @@ class _Links:
     def __init__(self, tx: Transaction, limit: int):
         self.tx = tx
         self.limit = limit
+        self._source: Iterator[Link] | None = None
+        self._read: list[Link] = []  # the distinct links read so far: each rule reads them again from here
 
     @property
     def all(self) -> Iterator[Link]:
-        seen: set[tuple[str, str]] = set()
-        for link in message_links(self.tx.scratch, self.tx.facts().texts):
-            key = (link.url, link.text)
-            if key in seen:
-                continue
-            if len(seen) >= self.limit:
-                return
-            seen.add(key)
-            yield link
+        index = 0
+        while index < self.limit:
+            if index == len(self._read):
+                if self._source is None:
+                    self._source = distinct_links(message_links(self.tx.scratch, self.tx.facts().texts))
+                link = next(self._source, None)
+                if link is None:
+                    return
+                self._read.append(link)
+            yield self._read[index]
+            index += 1
 
     def first(self, rule: ContentRule) -> Link | None:
         """The first link that meets the rule's link conditions."""

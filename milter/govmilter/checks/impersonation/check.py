@@ -51,7 +51,16 @@ from govmilter.config import Config, ImpersonationConfig
 from govmilter.domains import Domains, normalize_domain, registered_domain, split_address
 from govmilter.metrics import Metrics
 from govmilter.model import AUTH_SUMMARY_KEY, Action, AuthSummary, Stage, Transaction, Verdict
-from govmilter.text.links import URL_HOST, URL_LIMIT, Link, anchor_text, ip_host, message_links, normal_domain
+from govmilter.text.links import (
+    URL_HOST,
+    URL_LIMIT,
+    Link,
+    anchor_text,
+    distinct_links,
+    ip_host,
+    message_links,
+    normal_domain,
+)
 from govmilter.text.normalize import decode_header_value, normalize
 
 __all__ = ["RULE_KIND", "SCHEMA", "ImpersonationCheck", "build", "compile_rules"]
@@ -293,23 +302,17 @@ class ImpersonationCheck(CheckHooks):
         if self.settings.max_links == 0:
             return
         facts = tx.facts()
-        seen: set[tuple[str, str, str]] = set()
-        count = 0
         html_parts = [part for part in facts.texts if part.content_type == "text/html"]
         loose = (link for part in html_parts for piece in part.pieces() for link in loose_links(piece))
         # the transaction's one extraction, shared with dnsbl and content (it ran for them already)
-        for link in itertools.chain(message_links(tx.scratch, facts.texts), loose):
-            key = (link.host, link.text, link.url[:200])
-            if key in seen:  # copies of one link count once: they cannot push another past max_links
-                continue
-            count += 1
+        links = distinct_links(itertools.chain(message_links(tx.scratch, facts.texts), loose))
+        for count, link in enumerate(links, 1):
             if count > self.settings.max_links:
                 # past the bound the rest is not judged: a deceptive link behind max_links harmless ones
                 # must still cost the message something (a stated score, rules/impersonation.toml)
                 what = f"more than {self.settings.max_links} distinct links: the rest were not judged"
                 yield Finding("links-past-limit", NONE, "link", what)
                 break
-            seen.add(key)
             yield from self._link(link, rules, protected)
         for part in html_parts:
             if any(_data_href(piece) for piece in part.pieces()):
