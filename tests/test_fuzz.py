@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import functools
 import io
 import itertools
@@ -769,7 +770,13 @@ class Leaf:
 
     @property
     def kept_text(self) -> str:
-        """The text the walk keeps of it: a page that is not a text leaf is its bytes read as UTF-8."""
+        """The text the walk keeps of it. An attached page is read as a browser reads it: a byte-order
+        mark first, else its charset (a page that is not a text leaf: UTF-8)."""
+        if not self.body_text:
+            if self.data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                return self.data.decode("utf-16", "replace")
+            if self.data.startswith(codecs.BOM_UTF8):
+                return self.data.decode("utf-8-sig", "replace")
         return self.text if self.text is not None else self.data.decode("utf-8", "replace")
 
 

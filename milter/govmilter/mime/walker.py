@@ -563,13 +563,12 @@ class _Payload:
         self,
         head_limit: int,
         tail_limit: int,
-        capture: _Capture | None = None,
-        filename: str = "",
-        shared: tuple[list[int], list[int]] | None = None,
+        capture: _Capture | None,
+        filename: str,
+        shared: tuple[list[int], list[int]],
     ):
         self.size = 0
-        # the message's archive budgets (Walker.archive_budgets): bytes to inflate, members to sample
-        self.shared = shared if shared is not None else ([archives.INFLATE_BUDGET], [archives.MESSAGE_MEMBERS])
+        self.shared = shared  # the message's archive budgets (Walker.archive_budgets): bytes to inflate, members
         self.sample_members = sampled_by_name(filename)  # not an Office file's parts (archives.OFFICE_PACKAGES)
         self.head = bytearray()
         self.head_limit = head_limit
@@ -719,6 +718,31 @@ class _Embedded:
         self.walker.add_part(part)
 
 
+class _PageDecoder(codecs.IncrementalDecoder):
+    """A web page's text as a browser reads it: a UTF-16 or UTF-8 byte-order mark decides the encoding
+    (the HTML standard's BOM sniffing comes before the declared charset), else `declared` does."""
+
+    def __init__(self, declared: codecs.IncrementalDecoder):
+        super().__init__("replace")
+        self.declared = declared
+        self.chosen: codecs.IncrementalDecoder | None = None
+        self.start = b""  # the first bytes, until a mark can be told from text
+
+    def decode(self, data: bytes, final: bool = False) -> str:  # type: ignore[override]  # bytes only here
+        if self.chosen is None:
+            self.start += data
+            if len(self.start) < 3 and not final:
+                return ""
+            data, self.start = self.start, b""
+            if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                self.chosen = codecs.getincrementaldecoder("utf-16")("replace")
+            elif data.startswith(codecs.BOM_UTF8):
+                self.chosen = codecs.getincrementaldecoder("utf-8-sig")("replace")
+            else:
+                self.chosen = self.declared
+        return self.chosen.decode(data, final)
+
+
 class _Leaf:
     def __init__(self, walker: Walker, path: str, depth: int, headers: EntityHeaders, attached: bool = False):
         self.walker = walker
@@ -750,6 +774,8 @@ class _Leaf:
             if headers.charset and not codec:
                 walker.defect("unknown-charset")
             self.text_decoder = codecs.getincrementaldecoder(codec or "utf-8")("replace")
+            if page:  # a browser opens it: a byte-order mark overrides any charset (UTF-16 hides from UTF-8)
+                self.text_decoder = _PageDecoder(self.text_decoder)
             self.text = TextWriter(walker.store)
         # files encoded inside the text: parts of their own, counted unless this leaf counts whole
         self.scanners: list[UUScanner | YEncScanner | DataURIScanner] = []

@@ -211,8 +211,8 @@ def test_a_field_past_what_is_judged_scores_instead_of_hiding_the_rest() -> None
     assert imp_hits(h.scan(message("<a@x.example>", extra=f"Reply-To: {fifty}\r\n"))) == []
 
 
-def attached_page(page: str, content_type: str, filename: str) -> bytes:
-    encoded = base64.encodebytes(page.encode()).decode().replace("\n", "\r\n")
+def attached_page(page: str, content_type: str, filename: str, codec: str = "utf-8") -> bytes:
+    encoded = base64.encodebytes(page.encode(codec)).decode().replace("\n", "\r\n")
     return (
         "From: <ketoan@partner.example>\r\nTo: user@bacninh.gov.vn\r\nSubject: Hoa don\r\nMessage-ID: <p@x>\r\n"
         'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
@@ -233,3 +233,12 @@ def test_a_lookalike_link_moved_into_an_attached_page_is_still_judged(content_ty
     assert result.verdict.action is Action.REJECT and result.verdict.rule == "lookalike-gov-join"
     [attachment] = [p for p in result.tx.facts().parts if p.filename == filename]
     assert attachment.is_attachment  # still counted and typed as an attachment
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-8-sig"])
+def test_an_attached_page_is_read_in_the_encoding_its_byte_order_mark_says(codec: str) -> None:
+    """A browser reads a UTF-16 page by its mark, whatever charset the part declares (none here)."""
+    mark = "\ufeff" if codec == "utf-16-be" else ""  # utf-16 and utf-8-sig write their mark themselves
+    page = mark + '<html><body><a href="https://bacninh-gov.vn/dang-nhap">Dang nhap</a></body></html>'
+    result = Harness(skip=ONLY).scan(attached_page(page, "text/html", "hoa-don.html", codec))
+    assert result.verdict.action is Action.REJECT and result.verdict.rule == "lookalike-gov-join"
